@@ -1,0 +1,1 @@
+"""Command-line interface: thin click wrappers around library functions."""
