@@ -82,6 +82,19 @@ class Network(nn.Module):
             config = config_from_dict(cls.config_class, config)
         return cls(config)
 
+    def set_ops_impl(self, impl: str) -> Network:
+        """Choose the signal-processing implementation (``"ref"``, ``"fast"`` or ``"auto"``) for every layer.
+
+        Layers that call ops keep an ``ops_impl`` attribute (default ``"auto"``) and pass it as ``impl=``; this sets it on
+        the whole module tree. The state lives on the modules, not in a global flag. Returns ``self``.
+        """
+        if impl not in ("ref", "fast", "auto"):
+            raise ValueError(f"impl must be 'ref', 'fast' or 'auto', got {impl!r}")
+        for m in self.modules():
+            if hasattr(m, "ops_impl"):
+                m.ops_impl = impl
+        return self
+
     def describe(self) -> dict[str, Any]:
         """``{"_class_name": ..., "config": {...}}``: everything needed to rebuild this network (JSON-safe)."""
         return {"_class_name": type(self).__name__, "config": dataclasses.asdict(self.config)}
