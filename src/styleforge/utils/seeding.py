@@ -7,13 +7,15 @@ import re
 import numpy as np
 import torch
 
+from styleforge.utils.errors import UserInputError
+
 __all__ = ["parse_seeds", "z_from_seed"]
 
 
 def parse_seeds(spec: str | int | list[int]) -> list[int]:
     """Parse a seed list such as ``"0-7,12"`` into ``[0, 1, ..., 7, 12]``.
 
-    Ranges are inclusive. Raises ``ValueError`` with the offending part for anything else.
+    Ranges are inclusive. Raises :class:`UserInputError` (a ``ValueError``) with the offending part for anything else.
     """
     if isinstance(spec, int):
         return [spec]
@@ -30,9 +32,9 @@ def parse_seeds(spec: str | int | list[int]) -> list[int]:
         elif part.isdigit():
             seeds.append(int(part))
         else:
-            raise ValueError(f"Bad seed specification {part!r} in {spec!r}: use non-negative integers and ranges like '0-7,12'.")
+            raise UserInputError(f"Bad seed specification {part!r} in {spec!r}: use non-negative integers and ranges like '0-7,12'.")
     if not seeds:
-        raise ValueError(f"No seeds in {spec!r}: use integers and ranges like '0-7,12'.")
+        raise UserInputError(f"No seeds in {spec!r}: use integers and ranges like '0-7,12'.")
     return seeds
 
 

@@ -1,0 +1,319 @@
+"""Turn NVIDIA's official snapshots into styleforge networks.
+
+:func:`load_official_pickle` reads a snapshot safely (see :mod:`styleforge.convert.safe_pickle`) and converts
+every network in it. :func:`convert_network` picks the converter for one pickled network by asking each family
+module's ``CONVERTERS`` list (``[(can_convert(obj) -> bool, convert(obj) -> Network), ...]``) in turn.
+
+Converters recognise a family from the stored *state and constructor arguments*, never from the class name
+alone: ``Generator``, ``MappingNetwork`` and ``SynthesisNetwork`` exist in StyleGAN2, StyleGAN3 and
+StyleGAN-XL with different structure.
+
+Weights are moved by :func:`remap_state_dict`, a table-driven remapping: each :class:`KeyRule` matches
+official keys with a regular expression and names the styleforge key (and an optional transform). Every
+official key must be claimed by a rule, every styleforge key must be filled, and every shape must match;
+otherwise a :class:`ConversionError` lists all problems at once. The result is loaded with
+``load_state_dict(strict=True)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from styleforge.convert.safe_pickle import ModuleStub, PersistentObject
+from styleforge.convert.safe_pickle import load_official_pickle as _unpickle
+from styleforge.models.base import Network
+from styleforge.utils.errors import UserInputError
+
+__all__ = [
+    "ConversionError",
+    "UnknownNetworkError",
+    "NotASnapshotError",
+    "KeyRule",
+    "Converter",
+    "CONVERTER_MODULES",
+    "converters",
+    "convert_network",
+    "remap_state_dict",
+    "load_official_pickle",
+    "SNAPSHOT_NETWORK_KEYS",
+]
+
+#: (can_convert, convert) pair of a family module's ``CONVERTERS`` list
+Converter = tuple[Callable[[ModuleStub], bool], Callable[[ModuleStub], Network]]
+
+#: family modules asked in this order; a module that does not exist (yet) is skipped
+CONVERTER_MODULES = (
+    "styleforge.convert.official_stylegan2",
+    "styleforge.convert.official_stylegan3",
+    "styleforge.convert.official_stylegan_xl",
+    "styleforge.convert.official_pggan",
+)
+
+#: the network entries of an official training snapshot
+SNAPSHOT_NETWORK_KEYS = ("G", "D", "G_ema")
+
+#: how many problems of one kind a conversion error lists before summarising
+_MAX_LISTED = 12
+
+
+class ConversionError(UserInputError):
+    """An official network's weights do not fit the network built from its constructor arguments."""
+
+
+class UnknownNetworkError(UserInputError):
+    """No converter recognises the structure of a pickled network."""
+
+
+class NotASnapshotError(UserInputError):
+    """A safely readable pickle that is not a GAN training snapshot."""
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Table-driven state-dict remapping.
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyRule:
+    """One row of a conversion table.
+
+    Attributes:
+        pattern: regular expression that must match the *whole* official key
+            (``r"synthesis\\.b(\\d+)\\.const"``).
+        target: the styleforge key, with ``\\1``-style references to the pattern's groups; ignored when
+            ``action == "drop"``.
+        action: ``"load"`` (copy into the target), ``"check"`` (the target is a buffer our network derives
+            from its config, e.g. a resampling filter: the official value must equal ours, and nothing is
+            copied) or ``"drop"`` (the official tensor has no counterpart and is deliberately ignored; say why
+            in ``note``).
+        transform: applied to the official tensor before loading or checking (e.g. a reshape).
+        note: why the rule exists (shown in error messages and useful for readers of the table).
+    """
+
+    pattern: str
+    target: str = ""
+    action: str = "load"
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.action not in ("load", "check", "drop"):
+            raise ValueError(f"KeyRule action must be 'load', 'check' or 'drop', got {self.action!r}")
+
+
+def _format_problems(title: str, items: Sequence[str]) -> str:
+    shown = list(items[:_MAX_LISTED])
+    more = f" (and {len(items) - len(shown)} more)" if len(items) > len(shown) else ""
+    return f"{title}: {', '.join(shown)}{more}"
+
+
+def remap_state_dict(
+    official: dict[str, torch.Tensor],
+    rules: Sequence[KeyRule],
+    model: torch.nn.Module,
+    what: str = "network",
+    check_atol: float = 1e-6,
+) -> dict[str, torch.Tensor]:
+    """Map official tensors onto ``model``'s state dict with ``rules`` and load them strictly.
+
+    Args:
+        official: flat official state dict (``PersistentObject.state_dict()``).
+        rules: the conversion table; the first rule whose pattern matches a key is used.
+        model: the freshly built styleforge network; loaded in place with ``strict=True``.
+        what: name used in error messages (``"StyleGAN2 generator"``).
+        check_atol: tolerance of ``"check"`` rules.
+
+    Returns:
+        The state dict that was loaded (styleforge keys).
+
+    Raises:
+        ConversionError: unclaimed official keys, unfilled styleforge keys, keys filled twice, shape
+            mismatches or a ``"check"`` buffer that differs; all problems are listed together.
+    """
+    compiled = [(re.compile(r.pattern), r) for r in rules]
+    own_state = model.state_dict()
+    own_tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    out: dict[str, torch.Tensor] = {}
+    unclaimed: list[str] = []
+    duplicate: list[str] = []
+    mismatched: list[str] = []
+    for key, value in official.items():
+        for regex, candidate in compiled:
+            m = regex.fullmatch(key)
+            if m is not None:
+                rule = candidate
+                break
+        else:
+            unclaimed.append(key)
+            continue
+        if rule.action == "drop":
+            continue
+        target = m.expand(rule.target)
+        tensor = rule.transform(value) if rule.transform is not None else value
+        if rule.action == "check":
+            ours = own_tensors.get(target)
+            if ours is None:
+                mismatched.append(f"{key} -> {target} (no such buffer in ours)")
+            elif tuple(ours.shape) != tuple(tensor.shape):
+                mismatched.append(
+                    f"{key} -> {target} (shape {tuple(tensor.shape)} vs ours {tuple(ours.shape)})"
+                )
+            elif not torch.allclose(ours.detach().float().cpu(), tensor.float(), atol=check_atol, rtol=0):
+                mismatched.append(f"{key} -> {target} (value differs from the one derived from the config)")
+            continue
+        if target in out:
+            duplicate.append(f"{key} -> {target}")
+            continue
+        if target not in own_state:
+            mismatched.append(f"{key} -> {target} (no such key in ours)")
+            continue
+        if tuple(own_state[target].shape) != tuple(tensor.shape):
+            mismatched.append(
+                f"{key} -> {target} (shape {tuple(tensor.shape)} vs ours {tuple(own_state[target].shape)})"
+            )
+            continue
+        out[target] = tensor.to(own_state[target].dtype)
+    missing = [k for k in own_state if k not in out]
+    problems = []
+    if unclaimed:
+        problems.append(_format_problems("official keys no rule claims", unclaimed))
+    if missing:
+        problems.append(_format_problems("styleforge keys left unfilled", missing))
+    if duplicate:
+        problems.append(_format_problems("keys filled twice", duplicate))
+    if mismatched:
+        problems.append(_format_problems("mismatches", mismatched))
+    if problems:
+        raise ConversionError(
+            f"Cannot convert the official {what}: "
+            + "; ".join(problems)
+            + ". The pickle's structure differs from "
+            "what its constructor arguments describe; it may come from a modified fork of the official code."
+        )
+    model.load_state_dict(out, strict=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Dispatch.
+# ------------------------------------------------------------------------------------------------------------
+
+
+def converters() -> list[Converter]:
+    """All ``(can_convert, convert)`` pairs of the existing family modules in registry order."""
+    found: list[Converter] = []
+    for name in CONVERTER_MODULES:
+        if importlib.util.find_spec(name) is None:
+            continue
+        found.extend(getattr(importlib.import_module(name), "CONVERTERS", []))
+    return found
+
+
+def _describe_stub(obj: ModuleStub) -> str:
+    kwargs = obj.init_kwargs if isinstance(obj, PersistentObject) else {}
+    keys = list(obj.state_dict())
+    return (
+        f"class {obj.class_name!r}, constructor arguments {kwargs}, {len(keys)} tensors (first: {keys[:4]})"
+    )
+
+
+def convert_network(obj: ModuleStub) -> Network:
+    """A styleforge network equal to the official network ``obj`` (a stub from the safe unpickler).
+
+    Raises:
+        UnknownNetworkError: no converter recognises ``obj``'s structure.
+        ConversionError: a converter recognised it but the weights do not fit.
+    """
+    if not isinstance(obj, ModuleStub):
+        raise UnknownNetworkError(f"Expected a pickled network, got a {type(obj).__name__}.")
+    for can_convert, convert in converters():
+        if can_convert(obj):
+            net = convert(obj)
+            net.eval()
+            return net
+    raise UnknownNetworkError(
+        f"No converter recognises this official network ({_describe_stub(obj)}). "
+        "Supported: StyleGAN2(-ADA) G/D, "
+        "StyleGAN3 G, StyleGAN-XL G and PGGAN pickles as written by the official training code."
+    )
+
+
+def _read_augment_pipe(obj: Any) -> dict[str, Any] | None:
+    """``{"p": float | None, "init_kwargs": dict}`` of a pickled augment pipe; never raises."""
+    if obj is None:
+        return None
+    info: dict[str, Any] = {
+        "class_name": getattr(obj, "class_name", type(obj).__name__),
+        "p": None,
+        "init_kwargs": {},
+    }
+    try:
+        if isinstance(obj, PersistentObject):
+            info["init_kwargs"] = dict(obj.init_kwargs)
+        if isinstance(obj, ModuleStub):
+            p = obj.state_dict().get("p")
+            if p is not None and p.numel() == 1:
+                info["p"] = float(p.reshape(()))
+    except Exception:  # noqa: BLE001  (a strange augment pipe must not stop the networks from loading)
+        pass
+    return info
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly copy of small pickled values (dicts, lists, numpy scalars); anything else -> its repr."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "item") and getattr(value, "size", 2) == 1:
+        return value.item()
+    return repr(value)
+
+
+def load_official_pickle(path: Any, convert: bool = True) -> dict[str, Any]:
+    """Read an official training snapshot and convert its networks.
+
+    Args:
+        path: an official ``.pkl`` (StyleGAN2-ADA, StyleGAN3 or StyleGAN-XL training snapshot).
+        convert: ``False`` returns the raw stubs under ``G``/``D``/``G_ema`` instead of styleforge networks.
+
+    Returns:
+        ``{"G": Network | None, "D": ..., "G_ema": ..., "augment_pipe": {"p", "init_kwargs", "class_name"} |
+        None, "training_set_kwargs": dict | None}``.
+
+    Raises:
+        UnsafePickleError: the pickle refers to a global outside the allow-list.
+        NotASnapshotError: the pickle holds no network.
+    """
+    data = _unpickle(path)
+    if not isinstance(data, dict) or not any(
+        isinstance(data.get(k), ModuleStub) for k in SNAPSHOT_NETWORK_KEYS
+    ):
+        found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        raise NotASnapshotError(
+            f"{path} is a pickle but not a GAN training snapshot: expected a dict with networks under "
+            "'G', 'D' or "
+            f"'G_ema', found {found}."
+        )
+    out: dict[str, Any] = {}
+    for key in SNAPSHOT_NETWORK_KEYS:
+        obj = data.get(key)
+        if obj is None:
+            out[key] = None
+        elif not isinstance(obj, ModuleStub):
+            raise NotASnapshotError(f"{path}: entry {key!r} is a {type(obj).__name__}, not a network.")
+        else:
+            out[key] = convert_network(obj) if convert else obj
+    out["augment_pipe"] = _read_augment_pipe(data.get("augment_pipe"))
+    tsk = data.get("training_set_kwargs")
+    out["training_set_kwargs"] = _plain(tsk) if isinstance(tsk, dict) else None
+    return out

@@ -1,0 +1,447 @@
+"""Read NVIDIA's official training pickles without their code and without running anything from the file.
+
+An official snapshot (``network-snapshot-*.pkl`` of StyleGAN2-ADA, StyleGAN3 or StyleGAN-XL) is a plain pickle
+of ``dict(G=..., D=..., G_ema=..., augment_pipe=..., training_set_kwargs=...)``. Every network in it was
+pickled through the official ``persistence`` helper, which stores the module's *source code* next to its state
+and, on load, executes that source to rebuild the class. We never do that. :class:`SafeUnpickler` resolves
+pickle globals from a fixed allow-list only:
+
+- ``torch_utils.persistence._reconstruct_persistent_obj`` -> a :class:`PersistentObject` (class name, version,
+  constructor arguments, module ``__dict__``); the stored ``module_src`` is dropped unread;
+- ``torch.storage._load_from_bytes`` -> a storage, read by
+  ``torch.load(weights_only=True, map_location="cpu")`` (storages saved on a GPU load on the CPU);
+- ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_parameter`` -> a tensor / ``nn.Parameter`` on that storage;
+- ``numpy.(_)core.multiarray._reconstruct`` and ``scalar``, ``numpy.(_)core.numeric._frombuffer``,
+  ``numpy.dtype``, ``numpy.ndarray``, ``dill._dill._create_array`` -> numpy arrays, scalars and dtypes (never
+  of object dtype);
+- ``collections.OrderedDict``, ``builtins.set`` -> themselves; ``dnnlib.util.EasyDict`` -> a plain ``dict``;
+- ``torch.nn.modules.sparse.Embedding`` -> a :class:`ModuleStub` holding its state (StyleGAN-XL).
+
+Any other global (``os.system``, ``builtins.eval``, ``subprocess.Popen``, an unknown class, ...) raises
+:class:`UnsafePickleError` naming it, before anything is called.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+from styleforge.utils.errors import UserInputError
+
+__all__ = [
+    "UnsafePickleError",
+    "ModuleStub",
+    "PersistentObject",
+    "SafeUnpickler",
+    "safe_load",
+    "safe_loads",
+    "load_official_pickle",
+    "ALLOWED_GLOBALS",
+]
+
+
+class UnsafePickleError(UserInputError):
+    """The pickle asks for a global outside the allow-list, or holds something we refuse to build."""
+
+
+def _numpy_multiarray() -> Any:
+    """numpy's ``multiarray`` module under its numpy-2 name, or the numpy-1 one."""
+    core = getattr(np, "_core", None)
+    if core is not None and hasattr(core, "multiarray"):
+        return core.multiarray
+    return np.core.multiarray  # pragma: no cover  (numpy < 2)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Stubs for pickled modules.
+# ------------------------------------------------------------------------------------------------------------
+
+
+class ModuleStub:
+    """The pickled state of a ``torch.nn.Module`` we did not (and will not) import.
+
+    Attributes:
+        class_name: the class name stored in the pickle (``"SynthesisLayer"``, ``"torch.nn.Embedding"``).
+        state: the module's ``__dict__`` as pickled: ``_parameters``, ``_buffers``, ``_modules``,
+            ``_non_persistent_buffers_set`` and the plain attributes the module's constructor set (``w_dim``,
+            ...).
+    """
+
+    class_name: str = "?"
+
+    def __init__(self, class_name: str = "?", state: dict[str, Any] | None = None) -> None:
+        self.class_name = class_name
+        self.state = dict(state or {})
+
+    # BUILD opcode for modules pickled the ordinary way (``torch.nn.Embedding`` in StyleGAN-XL snapshots).
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict):
+            state = {**state[0], **(state[1] or {})}  # (dict state, slot state)
+        if not isinstance(state, dict):
+            raise UnsafePickleError(
+                f"unexpected state of a pickled {self.class_name}: {type(state).__name__}"
+            )
+        self.state = dict(state)
+
+    # -- module tree --------------------------------------------------------------------------------
+    @property
+    def parameters_dict(self) -> dict[str, torch.Tensor]:
+        """This module's own parameters (``None`` entries dropped)."""
+        return {k: v for k, v in (self.state.get("_parameters") or {}).items() if v is not None}
+
+    @property
+    def buffers_dict(self) -> dict[str, torch.Tensor]:
+        """This module's own persistent buffers (``None`` and non-persistent ones dropped)."""
+        skip = set(self.state.get("_non_persistent_buffers_set") or ())
+        return {
+            k: v for k, v in (self.state.get("_buffers") or {}).items() if v is not None and k not in skip
+        }
+
+    @property
+    def children(self) -> dict[str, ModuleStub]:
+        """Direct sub-modules by attribute name (``None`` entries dropped)."""
+        return {k: v for k, v in (self.state.get("_modules") or {}).items() if v is not None}
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, ModuleStub]]:
+        """``(dotted path, stub)`` for this module and every sub-module, depth first, like ``nn.Module``."""
+        yield prefix, self
+        for name, child in self.children.items():
+            if not isinstance(child, ModuleStub):
+                raise UnsafePickleError(
+                    f"sub-module {prefix + name!r} is a {type(child).__name__}, not a module"
+                )
+            yield from child.named_modules(f"{prefix}{name}.")
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Flat ``{dotted name: tensor}`` of parameters and persistent buffers, named and ordered as torch
+        does.
+
+        E.g. ``"synthesis.b4.conv1.weight"``, ``"mapping.w_avg"``. Tensors are detached plain tensors (not
+        ``nn.Parameter``).
+        """
+        out: dict[str, torch.Tensor] = {}
+        for prefix, mod in self.named_modules():
+            for name, value in {**mod.parameters_dict, **mod.buffers_dict}.items():
+                if not isinstance(value, torch.Tensor):
+                    raise UnsafePickleError(
+                        f"{prefix + name!r} of a pickled {mod.class_name} is not a tensor"
+                    )
+                out[prefix + name] = value.detach()
+        return out
+
+    def get_submodule(self, path: str) -> ModuleStub:
+        """The sub-module at dotted ``path`` (``""`` is this module)."""
+        mod: ModuleStub = self
+        for part in [p for p in path.split(".") if p]:
+            child = mod.children.get(part)
+            if child is None:
+                raise KeyError(f"{mod.class_name} has no sub-module {part!r} (path {path!r})")
+            mod = child
+        return mod
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        """A plain attribute the module set on itself (``self.w_dim = ...`` in its constructor)."""
+        return self.state.get(name, default)
+
+    def __repr__(self) -> str:
+        n = sum(v.numel() for v in self.state_dict().values())
+        return f"<{type(self).__name__} {self.class_name} with {n} numbers>"
+
+
+class PersistentObject(ModuleStub):
+    """What the official ``persistence`` helper pickled, minus its source code.
+
+    Attributes:
+        class_name: e.g. ``"Generator"`` (the name alone does not tell StyleGAN2 from StyleGAN3 or XL).
+        version: the persistence format version stored in the pickle.
+        init_args, init_kwargs: the constructor arguments the object was created with (``z_dim``, ``c_dim``,
+            ``mapping_kwargs``, ...), with every ``EasyDict`` turned into a plain ``dict``.
+        state: the module ``__dict__`` (see :class:`ModuleStub`).
+    """
+
+    def __init__(
+        self,
+        class_name: str,
+        version: int,
+        init_args: tuple[Any, ...],
+        init_kwargs: dict[str, Any],
+        state: dict[str, Any],
+    ) -> None:
+        super().__init__(class_name, state)
+        self.version = version
+        self.init_args = init_args
+        self.init_kwargs = init_kwargs
+
+
+def _reconstruct_persistent_obj(meta: Any) -> PersistentObject:
+    """Stand-in for the official reconstructor: record the meta data, drop ``module_src`` unread."""
+    if not isinstance(meta, dict):
+        raise UnsafePickleError(f"persistent object meta data is a {type(meta).__name__}, expected a dict")
+    if meta.get("type") != "class":
+        raise UnsafePickleError(
+            f"unsupported persistent object type {meta.get('type')!r} (only 'class' is known)"
+        )
+    class_name = meta.get("class_name")
+    state = meta.get("state")
+    if not isinstance(class_name, str) or not isinstance(state, dict):
+        raise UnsafePickleError("persistent object meta data lacks a class_name string or a state dict")
+    state = dict(state)
+    init_args = state.pop("_init_args", ())
+    init_kwargs = state.pop("_init_kwargs", {})
+    return PersistentObject(
+        class_name=class_name,
+        version=int(meta.get("version", 0)),
+        init_args=tuple(init_args) if isinstance(init_args, (list, tuple)) else (),
+        init_kwargs=dict(init_kwargs) if isinstance(init_kwargs, dict) else {},
+        state=state,
+    )
+
+
+class _EmbeddingStub(ModuleStub):
+    """A pickled ``torch.nn.Embedding`` (built by NEWOBJ + BUILD, so it must construct without arguments)."""
+
+    def __init__(self) -> None:
+        super().__init__("torch.nn.Embedding")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Safe constructors for tensors, storages and numpy values.
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _load_storage_from_bytes(data: Any) -> Any:
+    """A storage from its legacy ``torch.save`` bytes, through torch's weights-only loader, always on CPU."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise UnsafePickleError(f"torch.storage._load_from_bytes got a {type(data).__name__}, expected bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TypedStorage deprecation notices
+            storage = torch.load(io.BytesIO(bytes(data)), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as e:
+        # keep torch's reason (the refused global), not its advice to retry with weights_only=False
+        lines = [ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
+        reason = " ".join(lines) or str(e).strip().splitlines()[0]
+        raise UnsafePickleError(
+            f"a tensor storage in the pickle was refused by torch's weights-only loader: {reason}"
+        ) from e
+    except (RuntimeError, EOFError, ValueError) as e:
+        raise UserInputError(f"a tensor storage in the pickle is corrupt: {e}") from e
+    if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
+        raise UnsafePickleError(
+            f"torch.storage._load_from_bytes produced a {type(storage).__name__}, not a storage"
+        )
+    return storage
+
+
+def _is_int_tuple(x: Any) -> bool:
+    return isinstance(x, (tuple, list, torch.Size)) and all(isinstance(v, int) and v >= 0 for v in x)
+
+
+def _rebuild_tensor(
+    storage: Any,
+    storage_offset: Any,
+    size: Any,
+    stride: Any,
+    requires_grad: Any = False,
+    backward_hooks: Any = None,
+    metadata: Any = None,
+) -> torch.Tensor:
+    """A tensor viewing ``storage`` (arguments of ``torch._utils._rebuild_tensor_v2``), validated first."""
+    if not isinstance(storage, torch.TypedStorage):
+        raise UnsafePickleError(f"tensor rebuild got a {type(storage).__name__} where a storage was expected")
+    if not (
+        isinstance(storage_offset, int)
+        and storage_offset >= 0
+        and _is_int_tuple(size)
+        and _is_int_tuple(stride)
+    ):
+        raise UnsafePickleError("tensor rebuild got a bad offset, size or stride")
+    if len(size) != len(stride):
+        raise UnsafePickleError(
+            f"tensor rebuild: size {tuple(size)} and stride {tuple(stride)} differ in length"
+        )
+    if backward_hooks:
+        raise UnsafePickleError("a pickled tensor carries backward hooks; refusing them")
+    untyped = storage._untyped_storage
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TypedStorage deprecation notices
+        dtype = storage.dtype
+    tensor = torch.empty((0,), dtype=dtype, device=untyped.device)
+    try:
+        tensor.set_(untyped, storage_offset, tuple(size), tuple(stride))
+    except RuntimeError as e:
+        raise UserInputError(f"a pickled tensor does not fit its storage (corrupt file?): {e}") from e
+    tensor.requires_grad_(bool(requires_grad) and tensor.is_floating_point())
+    return tensor
+
+
+def _rebuild_parameter(
+    data: Any, requires_grad: Any = True, backward_hooks: Any = None
+) -> torch.nn.Parameter:
+    """``nn.Parameter(data, requires_grad)`` (the arguments of ``torch._utils._rebuild_parameter``)."""
+    if not isinstance(data, torch.Tensor):
+        raise UnsafePickleError(f"parameter rebuild got a {type(data).__name__}, expected a tensor")
+    if backward_hooks:
+        raise UnsafePickleError("a pickled parameter carries backward hooks; refusing them")
+    return torch.nn.Parameter(data.detach(), requires_grad=bool(requires_grad))
+
+
+def _check_dtype(dtype: Any) -> np.dtype:
+    if not isinstance(dtype, np.dtype):
+        raise UnsafePickleError(
+            f"numpy reconstruction got a {type(dtype).__name__} where a dtype was expected"
+        )
+    if dtype.hasobject:
+        raise UnsafePickleError("numpy arrays or scalars of object dtype are not allowed in a weights file")
+    return dtype
+
+
+def _np_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """``numpy.core.multiarray._reconstruct`` for plain ``ndarray`` only; the data arrives by BUILD later."""
+    if subtype is not np.ndarray:
+        raise UnsafePickleError(
+            f"numpy array reconstruction of {subtype!r} refused (only numpy.ndarray is allowed)"
+        )
+    if isinstance(dtype, (bytes, str)):
+        dtype = np.dtype(dtype)
+    return _numpy_multiarray()._reconstruct(np.ndarray, shape, _check_dtype(dtype))
+
+
+def _np_scalar(dtype: Any, data: Any = None) -> Any:
+    """``numpy.core.multiarray.scalar`` for non-object dtypes (``data`` are the raw bytes)."""
+    _check_dtype(dtype)
+    if not isinstance(data, bytes):
+        raise UnsafePickleError("numpy scalar reconstruction expects raw bytes")
+    return _numpy_multiarray().scalar(dtype, data)
+
+
+def _np_frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+    """``numpy.(_)core.numeric._frombuffer``: an array of the raw bytes ``buffer`` (pickle protocol 5)."""
+    if not isinstance(buffer, (bytes, bytearray, pickle.PickleBuffer)):
+        raise UnsafePickleError(f"numpy _frombuffer got a {type(buffer).__name__}, expected bytes")
+    if not _is_int_tuple(shape) or order not in ("C", "F"):
+        raise UnsafePickleError("numpy _frombuffer got a bad shape or memory order")
+    array = np.frombuffer(bytes(buffer), dtype=_check_dtype(dtype))
+    return array.reshape(tuple(shape), order=order).copy(order=order)
+
+
+def _dill_create_array(f: Any, args: Any, state: Any, npdict: Any = None) -> np.ndarray:
+    """dill's array constructor: ``f(*args)`` (numpy's ``_reconstruct`` only), then ``__setstate__``."""
+    if f is not _np_reconstruct or not isinstance(args, tuple):
+        raise UnsafePickleError(
+            f"dill._dill._create_array called with {f!r}; only numpy's _reconstruct is allowed"
+        )
+    array = f(*args)
+    array.__setstate__(state)
+    if npdict:
+        raise UnsafePickleError("dill array with an instance __dict__ refused")
+    return array
+
+
+def _np_dtype(obj: Any, align: Any = False, copy: Any = False) -> np.dtype:
+    """``numpy.dtype(...)`` as pickles call it (``dtype('f4', False, True)`` followed by BUILD)."""
+    if not isinstance(obj, (str, bytes)):
+        raise UnsafePickleError(
+            f"numpy.dtype called with a {type(obj).__name__}; only type codes are allowed"
+        )
+    return _check_dtype(np.dtype(obj, bool(align), bool(copy)))
+
+
+# The allow-list: (module, name) -> what find_class returns.
+_NUMPY_MULTIARRAY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
+ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "set"): set,
+    ("dnnlib.util", "EasyDict"): dict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
+    ("numpy", "dtype"): _np_dtype,
+    ("numpy", "ndarray"): np.ndarray,
+    ("dill._dill", "_create_array"): _dill_create_array,
+    ("torch.nn.modules.sparse", "Embedding"): _EmbeddingStub,
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
+    **{(m, "_reconstruct"): _np_reconstruct for m in _NUMPY_MULTIARRAY_MODULES},
+    **{(m, "scalar"): _np_scalar for m in _NUMPY_MULTIARRAY_MODULES},
+    **{(m, "_frombuffer"): _np_frombuffer for m in ("numpy.core.numeric", "numpy._core.numeric")},
+}
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """A ``pickle.Unpickler`` that resolves globals only from :data:`ALLOWED_GLOBALS`.
+
+    ``numpy.dtype`` is special: pickles call it and then BUILD the result with ``dtype.__setstate__``; both
+    are harmless. Persistent ids (``torch.save``'s own format) are refused: official snapshots do not use
+    them.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"The pickle refers to the global '{module}.{name}', which styleforge does not allow "
+                "(only tensors, numpy arrays and official network state are loaded; nothing is executed). "
+                "If this is a genuine official StyleGAN2/3/XL snapshot, please report it."
+            ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickleError(
+            "The file uses pickle persistent ids (a torch.save checkpoint?), not an official training "
+            "snapshot. "
+            "Load torch.save files with torch.load(weights_only=True)."
+        )
+
+
+def safe_load(file: IO[bytes]) -> Any:
+    """Unpickle from an open binary file with :class:`SafeUnpickler`.
+
+    Raises:
+        UnsafePickleError: a global outside the allow-list.
+        UserInputError: the data is not a valid pickle (truncated, wrong file type).
+    """
+    try:
+        return SafeUnpickler(file).load()
+    except UserInputError:
+        raise
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+    ) as e:
+        raise UserInputError(f"not a readable pickle ({type(e).__name__}: {e}); is the file complete?") from e
+
+
+def safe_loads(data: bytes) -> Any:
+    """:func:`safe_load` on bytes."""
+    return safe_load(io.BytesIO(data))
+
+
+def load_official_pickle(path: str | os.PathLike) -> Any:
+    """Safely unpickle an official snapshot: plain values plus :class:`PersistentObject` stubs.
+
+    Returns whatever the pickle holds, normally ``dict(G=..., D=..., G_ema=..., augment_pipe=...,
+    training_set_kwargs=...)``. Nothing from the file is executed. See
+    :func:`styleforge.convert.official.load_official_pickle` for turning the stubs into styleforge networks.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path} does not exist or is not a file.")
+    with open(path, "rb") as f:
+        try:
+            return safe_load(f)
+        except UserInputError as e:
+            raise type(e)(f"{path}: {e}") from e

@@ -1,0 +1,336 @@
+"""Saving and loading networks: styleforge's own format and NVIDIA's official pickles.
+
+Our format is a directory::
+
+    run/
+      config.json          {"format": "styleforge", "styleforge_version": ..., "networks": {name: describe()},
+      "extra": {...}} model.safetensors    tensors "<name>.<state-dict key>", e.g. "G_ema.synthesis.b4.const"
+
+Networks are rebuilt from ``config.json`` (never unpickled) and their weights loaded strictly: a missing or an
+unexpected tensor is an error that lists them. :func:`load` also accepts an official training pickle, which is
+read without executing anything and converted (:mod:`styleforge.convert.official`), and ``builtin:NAME`` for
+the networks shipped in ``styleforge/assets/NAME/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from styleforge.models.base import Network, network_from_description
+from styleforge.utils.errors import UserInputError
+from styleforge.utils.io import atomic_write_bytes, atomic_write_json
+
+__all__ = ["LoadedNetworks", "save", "load", "resolve_path", "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_NAME"]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+#: value of the ``format`` field of our config.json
+FORMAT_NAME = "styleforge"
+#: prefix of the built-in networks shipped inside the package
+BUILTIN_PREFIX = "builtin:"
+#: names under which networks are stored, in the order they are written
+NETWORK_NAMES = ("G", "D", "G_ema")
+#: the first bytes of a pickle of protocol 2 or newer (PROTO opcode)
+_PICKLE_MAGIC = b"\x80"
+#: the first bytes of a zip archive (torch.save's default format)
+_ZIP_MAGIC = b"PK\x03\x04"
+#: how many missing/unexpected keys an error lists before summarising
+_MAX_LISTED = 10
+
+
+@dataclass
+class LoadedNetworks:
+    """What :func:`load` returns.
+
+    Attributes:
+        G, D, G_ema: the networks present in the file (``None`` when absent), in eval mode, on the requested
+            device.
+        config: the parsed ``config.json`` (for an official pickle: a summary of what was converted).
+        source: ``"styleforge"`` or ``"official"``.
+        augment_p: the ADA augmentation probability ``p`` stored with the networks, if any.
+        training_set_kwargs: the dataset options stored with an official snapshot (or in ``extra``), if any.
+        path: the file or directory that was read.
+    """
+
+    G: Network | None
+    D: Network | None
+    G_ema: Network | None
+    config: dict[str, Any] = field(default_factory=dict)
+    source: str = FORMAT_NAME
+    augment_p: float | None = None
+    training_set_kwargs: dict[str, Any] | None = None
+    path: str = ""
+
+    @property
+    def generator(self) -> Network:
+        """The generator to sample from: ``G_ema`` when present, else ``G``."""
+        net = self.G_ema if self.G_ema is not None else self.G
+        if net is None:
+            raise UserInputError(f"{self.path or 'The file'} holds no generator (only a discriminator).")
+        return net
+
+    def networks(self) -> dict[str, Network]:
+        """``{name: network}`` of the networks present."""
+        return {n: net for n in NETWORK_NAMES if (net := getattr(self, n)) is not None}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Saving.
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _check_json(extra: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return json.loads(json.dumps(extra))
+    except (TypeError, ValueError) as e:
+        raise UserInputError(
+            f"save(extra=...) must be JSON-serialisable (numbers, strings, lists, dicts): {e}"
+        ) from e
+
+
+def save(
+    path: str | os.PathLike,
+    G: Network | None = None,
+    D: Network | None = None,
+    G_ema: Network | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write networks to the directory ``path`` (created if needed) as ``config.json`` +
+    ``model.safetensors``.
+
+    Both files are written atomically, the weights first, so an interrupted save never leaves a
+    ``config.json`` that points at incomplete weights.
+
+    Args:
+        path: output directory.
+        G, D, G_ema: the networks to store (at least one).
+        extra: JSON-serialisable metadata kept in ``config.json`` under ``"extra"`` (e.g. ``augment_p``).
+
+    Returns:
+        The directory written.
+    """
+    from safetensors.torch import save as safetensors_bytes
+
+    import styleforge
+
+    nets = {name: net for name, net in (("G", G), ("D", D), ("G_ema", G_ema)) if net is not None}
+    if not nets:
+        raise UserInputError("save() needs at least one of G, D, G_ema.")
+    for name, net in nets.items():
+        if not isinstance(net, Network):
+            raise UserInputError(f"save(): {name} is a {type(net).__name__}, not a styleforge Network.")
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(
+            f"{out} exists and is not a directory; our format is a directory. Choose another path."
+        )
+    tensors: dict[str, torch.Tensor] = {}
+    for name, net in nets.items():
+        for key, value in net.state_dict().items():
+            # clone: safetensors refuses tensors that share memory, and this detaches from the live network
+            tensors[f"{name}.{key}"] = value.detach().to("cpu").contiguous().clone()
+    config = {
+        "format": FORMAT_NAME,
+        "styleforge_version": styleforge.__version__,
+        "networks": {name: net.describe() for name, net in nets.items()},
+        "extra": _check_json(extra or {}),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / WEIGHTS_NAME, safetensors_bytes(tensors, metadata={"format": "pt"}))
+    atomic_write_json(out / CONFIG_NAME, config)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Loading.
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _assets_dir() -> Path:
+    return Path(__file__).resolve().parent / "assets"
+
+
+def resolve_path(spec: str | os.PathLike) -> tuple[str, Path]:
+    """Work out what ``spec`` is.
+
+    Returns:
+        ``("styleforge", directory)`` or ``("official", pickle file)``.
+
+    Raises:
+        UserInputError: missing file, unknown built-in, or a file that is neither format.
+    """
+    text = str(spec)
+    if text.startswith(BUILTIN_PREFIX):
+        name = text[len(BUILTIN_PREFIX) :]
+        root = _assets_dir()
+        target = root / name
+        if not name or not (target / CONFIG_NAME).is_file():
+            known = (
+                sorted(p.name for p in root.iterdir() if (p / CONFIG_NAME).is_file()) if root.is_dir() else []
+            )
+            raise UserInputError(
+                f"Unknown built-in network {text!r}; available: "
+                f"{', '.join(BUILTIN_PREFIX + k for k in known) or 'none'}."
+            )
+        return FORMAT_NAME, target
+    p = Path(text).expanduser()
+    if not p.exists():
+        raise UserInputError(
+            f"{p} does not exist. Give a styleforge directory (with {CONFIG_NAME}), its {CONFIG_NAME} or "
+            f"{WEIGHTS_NAME}, an official .pkl snapshot, or builtin:NAME."
+        )
+    if p.is_dir():
+        if not (p / CONFIG_NAME).is_file():
+            raise UserInputError(
+                f"{p} is a directory without {CONFIG_NAME}; it is not a saved styleforge network."
+            )
+        return FORMAT_NAME, p
+    if p.name == CONFIG_NAME or p.suffix == ".safetensors":
+        if not (p.parent / CONFIG_NAME).is_file():
+            raise UserInputError(f"{p} has no {CONFIG_NAME} next to it; styleforge needs both files.")
+        return FORMAT_NAME, p.parent
+    with open(p, "rb") as f:
+        head = f.read(4)
+    if head.startswith(_PICKLE_MAGIC):
+        return "official", p
+    if head.startswith(_ZIP_MAGIC):
+        raise UserInputError(
+            f"{p} is a zip archive (a torch.save checkpoint?), not an official snapshot or a styleforge "
+            "directory. "
+            "styleforge reads official .pkl snapshots and its own config.json + model.safetensors format."
+        )
+    raise UserInputError(
+        f"{p}: unknown format. Expected an official .pkl snapshot, a styleforge directory, "
+        f"its {CONFIG_NAME} or "
+        f"{WEIGHTS_NAME}, or builtin:NAME."
+    )
+
+
+def _listed(keys: list[str]) -> str:
+    more = f" (and {len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else ""
+    return ", ".join(keys[:_MAX_LISTED]) + more
+
+
+def _load_styleforge(directory: Path) -> LoadedNetworks:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        config = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserInputError(f"{directory / CONFIG_NAME} is not valid JSON: {e}") from e
+    if not isinstance(config, dict) or not isinstance(config.get("networks"), dict) or not config["networks"]:
+        raise UserInputError(
+            f"{directory / CONFIG_NAME} has no 'networks' entry; it was not written by styleforge."
+        )
+    unknown = sorted(set(config["networks"]) - set(NETWORK_NAMES))
+    if unknown:
+        raise UserInputError(
+            f"{directory / CONFIG_NAME}: unknown network name(s) {unknown}; expected {NETWORK_NAMES}."
+        )
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise UserInputError(
+            f"{weights} is missing; a styleforge directory needs {CONFIG_NAME} and {WEIGHTS_NAME}."
+        )
+    try:
+        tensors = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise UserInputError(f"{weights} is not a readable safetensors file: {e}") from e
+    nets: dict[str, Network] = {}
+    claimed: set[str] = set()
+    for name, desc in config["networks"].items():
+        net = network_from_description(desc)
+        prefix = name + "."
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        claimed.update(prefix + k for k in state)
+        expected = net.state_dict()
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        wrong = [
+            f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+            for k, v in expected.items()
+            if k in state and state[k].shape != v.shape
+        ]
+        if missing or unexpected or wrong:
+            parts = []
+            if missing:
+                parts.append(f"missing tensors: {_listed(missing)}")
+            if unexpected:
+                parts.append(f"unexpected tensors: {_listed(unexpected)}")
+            if wrong:
+                parts.append(f"wrong shapes (file vs network): {_listed(wrong)}")
+            raise UserInputError(
+                f"{weights}: the weights of {name} do not match its config ({'; '.join(parts)}). "
+                "The files may come "
+                "from different saves or a different styleforge version."
+            )
+        net.load_state_dict(state, strict=True)
+        nets[name] = net.eval()
+    stray = sorted(set(tensors) - claimed)
+    if stray:
+        raise UserInputError(
+            f"{weights}: tensors that belong to no network in {CONFIG_NAME}: {_listed(stray)}."
+        )
+    extra = config.get("extra") or {}
+    return LoadedNetworks(
+        G=nets.get("G"),
+        D=nets.get("D"),
+        G_ema=nets.get("G_ema"),
+        config=config,
+        source=FORMAT_NAME,
+        augment_p=extra.get("augment_p"),
+        training_set_kwargs=extra.get("training_set_kwargs"),
+        path=str(directory),
+    )
+
+
+def _load_official(path: Path) -> LoadedNetworks:
+    from styleforge.convert.official import load_official_pickle
+
+    snap = load_official_pickle(path)
+    pipe = snap.get("augment_pipe")
+    config = {
+        "format": "official",
+        "networks": {n: snap[n].describe() for n in NETWORK_NAMES if snap.get(n) is not None},
+        "augment_pipe": pipe,
+        "training_set_kwargs": snap.get("training_set_kwargs"),
+    }
+    return LoadedNetworks(
+        G=snap.get("G"),
+        D=snap.get("D"),
+        G_ema=snap.get("G_ema"),
+        config=config,
+        source="official",
+        augment_p=pipe.get("p") if pipe else None,
+        training_set_kwargs=snap.get("training_set_kwargs"),
+        path=str(path),
+    )
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedNetworks:
+    """Load networks from our format, an official pickle, or a built-in.
+
+    Args:
+        path: a styleforge directory, its ``config.json`` or ``model.safetensors``, an official ``.pkl``
+            training snapshot (read safely, never executed), or ``builtin:NAME``.
+        device: where to put the networks.
+
+    Returns:
+        :class:`LoadedNetworks` (use ``.generator`` for sampling: ``G_ema`` if present, else ``G``).
+
+    Raises:
+        UserInputError: a missing file, an unknown format, a pickle that is not a GAN snapshot, weights that
+            do not match their config (the message lists missing and unexpected tensors).
+    """
+    kind, resolved = resolve_path(path)
+    loaded = _load_styleforge(resolved) if kind == FORMAT_NAME else _load_official(resolved)
+    for name, net in loaded.networks().items():
+        setattr(loaded, name, net.to(device))
+    return loaded
