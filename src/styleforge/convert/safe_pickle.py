@@ -209,6 +209,9 @@ def _reconstruct_persistent_obj(meta: Any) -> PersistentObject:
 class _EmbeddingStub(ModuleStub):
     """A pickled ``torch.nn.Embedding`` (built by NEWOBJ + BUILD, so it must construct without arguments)."""
 
+    # NEWOBJ may create the instance without calling __init__; the class attribute keeps the name right then.
+    class_name = "torch.nn.Embedding"
+
     def __init__(self) -> None:
         super().__init__("torch.nn.Embedding")
 
