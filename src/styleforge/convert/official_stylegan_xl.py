@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from styleforge.convert.official import ConversionError, KeyRule, remap_state_dict
-from styleforge.convert.official_stylegan3 import _check_layers, mapping_key_rules, synthesis_key_rules
+from styleforge.convert.official_stylegan3 import check_layer_schedule, mapping_key_rules, synthesis_key_rules
 from styleforge.convert.safe_pickle import ModuleStub, PersistentObject
 from styleforge.models.stylegan_xl import SUPERRES_SCHEDULE_CRITICAL, StyleGANXLConfig, StyleGANXLGenerator
 
@@ -283,7 +283,7 @@ def convert_generator(obj: ModuleStub) -> StyleGANXLGenerator:
         raise _fail(
             f"the configuration inferred from the pickle gives layers {ours}, the pickle has {names}."
         )
-    _check_layers(net, synthesis, names)
+    check_layer_schedule(net, synthesis, names)
     rules = xl_mapping_key_rules(config.c_dim > 0) + synthesis_key_rules(names)
     remap_state_dict(dict(obj.state_dict()), rules, net, what="StyleGAN-XL generator")
     for idx, name in enumerate(names):
