@@ -72,7 +72,9 @@ class Network(nn.Module):
     def __init__(self, config: Any) -> None:
         super().__init__()
         if not isinstance(config, self.config_class):
-            raise TypeError(f"{type(self).__name__} expects a {self.config_class.__name__}, got {type(config).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} expects a {self.config_class.__name__}, got {type(config).__name__}"
+            )
         self.config = config
 
     @classmethod
@@ -85,8 +87,8 @@ class Network(nn.Module):
     def set_ops_impl(self, impl: str) -> Network:
         """Choose the signal-processing implementation (``"ref"``, ``"fast"`` or ``"auto"``) for every layer.
 
-        Layers that call ops keep an ``ops_impl`` attribute (default ``"auto"``) and pass it as ``impl=``; this sets it on
-        the whole module tree. The state lives on the modules, not in a global flag. Returns ``self``.
+        Layers that call ops keep an ``ops_impl`` attribute (default ``"auto"``) and pass it as ``impl=``; this sets
+        it on the whole module tree. The state lives on the modules, not in a global flag. Returns ``self``.
         """
         if impl not in ("ref", "fast", "auto"):
             raise ValueError(f"impl must be 'ref', 'fast' or 'auto', got {impl!r}")

@@ -32,7 +32,9 @@ def parse_seeds(spec: str | int | list[int]) -> list[int]:
         elif part.isdigit():
             seeds.append(int(part))
         else:
-            raise UserInputError(f"Bad seed specification {part!r} in {spec!r}: use non-negative integers and ranges like '0-7,12'.")
+            raise UserInputError(
+                f"Bad seed specification {part!r} in {spec!r}: use non-negative integers and ranges like '0-7,12'."
+            )
     if not seeds:
         raise UserInputError(f"No seeds in {spec!r}: use integers and ranges like '0-7,12'.")
     return seeds
