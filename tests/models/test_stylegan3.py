@@ -14,8 +14,8 @@ from styleforge.models.stylegan3 import (
     StyleGAN3Generator,
     StyleGAN3Synthesis,
     layer_schedule,
-    modulated_conv2d_sg3,
 )
+from styleforge.ops.modulated_conv import modulated_conv2d_stylegan3
 from styleforge.ops.transforms import (
     rotation_matrix,
     transform_matrix,
@@ -192,7 +192,7 @@ def test_modulated_conv_matches_explicit_formula():
     w = torch.randn(4, 3, 3, 3)
     s = torch.randn(2, 3)
     gain = torch.tensor(0.7)
-    y = modulated_conv2d_sg3(x, w, s, demodulate=True, padding=1, input_gain=gain)
+    y = modulated_conv2d_stylegan3(x, w, s, demodulate=True, padding=1, input_gain=gain)
     for n in range(2):
         wn = w * s[n].reshape(1, 3, 1, 1)
         wn = wn / wn.square().sum(dim=[1, 2, 3], keepdim=True).sqrt()

@@ -54,6 +54,7 @@ from styleforge.models.registry import Preset, register_preset
 from styleforge.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2DiscriminatorConfig
 from styleforge.ops.filtered_lrelu import filtered_lrelu
 from styleforge.ops.filters import design_lowpass_filter, lowpass_numtaps
+from styleforge.ops.modulated_conv import modulated_conv2d_stylegan3
 from styleforge.utils.errors import UserInputError
 
 __all__ = [
@@ -64,14 +65,11 @@ __all__ = [
     "SynthesisLayer",
     "StyleGAN3Synthesis",
     "StyleGAN3Generator",
-    "modulated_conv2d_sg3",
 ]
 
 #: gain and negative slope of the leaky ReLU inside the filtered nonlinearity
 LRELU_GAIN = math.sqrt(2.0)
 LRELU_SLOPE = 0.2
-#: epsilon of the weight demodulation ``1 / sqrt(sum w^2 + eps)``
-DEMODULATION_EPS = 1e-8
 #: the ToRGB layer is a 1x1 convolution in both configurations
 TORGB_KERNEL = 1
 #: minimum output resolution of the presets (the default schedule needs s >= 16 for its margins to make sense)
@@ -219,50 +217,6 @@ def layer_schedule(
 
 # ----------------------------------------------------------------------------------------------------------
 # Building blocks.
-
-
-def modulated_conv2d_sg3(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    styles: torch.Tensor,
-    demodulate: bool = True,
-    padding: int = 0,
-    input_gain: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """StyleGAN3's modulated convolution (grouped-convolution form).
-
-    Differs from StyleGAN2's in two places: with ``demodulate`` the weight is first normalised per output
-    channel and the styles by their RMS over the whole batch (both for numerical range; demodulation removes
-    the scale), and the input gain ``1 / sqrt(EMA of E[x^2])`` is folded into the weights.
-
-    Args:
-        x: ``[N, I, H, W]`` input.
-        weight: ``[O, I, k, k]`` weight.
-        styles: ``[N, I]`` per-sample scales of the input channels.
-        demodulate: normalise each output channel of the modulated weight to unit L2 norm.
-        padding: zero padding of the convolution.
-        input_gain: scalar (or ``[N, I]``) multiplier of the input.
-
-    Returns:
-        ``[N, O, H + 2 padding - k + 1, W + 2 padding - k + 1]``.
-    """
-    batch = x.shape[0]
-    out_ch, in_ch, kh, kw = weight.shape
-    if demodulate:
-        weight = weight * weight.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
-        styles = styles * styles.square().mean().rsqrt()
-    w = weight.unsqueeze(0) * styles.reshape(batch, 1, in_ch, 1, 1)  # [N, O, I, k, k]
-    if demodulate:
-        w = w * (w.square().sum(dim=[2, 3, 4], keepdim=True) + DEMODULATION_EPS).rsqrt()
-    if input_gain is not None:
-        w = w * input_gain.expand(batch, in_ch).reshape(batch, 1, in_ch, 1, 1)
-    y = F.conv2d(
-        x.reshape(1, batch * in_ch, *x.shape[2:]),
-        w.reshape(batch * out_ch, in_ch, kh, kw).to(x.dtype),
-        padding=padding,
-        groups=batch,
-    )
-    return y.reshape(batch, out_ch, *y.shape[2:])
 
 
 class SynthesisInput(nn.Module):
@@ -471,7 +425,7 @@ class SynthesisLayer(nn.Module):
 
         use_half = self.use_fp16 and not force_fp32 and x.device.type == "cuda"
         dtype = torch.float16 if use_half else torch.float32
-        x = modulated_conv2d_sg3(
+        x = modulated_conv2d_stylegan3(
             x.to(dtype),
             self.weight,
             styles,
