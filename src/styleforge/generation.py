@@ -52,12 +52,16 @@ def make_labels(
     return c
 
 
-def accepts_transform(G: torch.nn.Module) -> bool:
-    """Whether ``G(z, c, ..., transform=M)`` is supported (StyleGAN3 and StyleGAN-XL generators)."""
+def _accepts(G: torch.nn.Module, name: str) -> bool:
     try:
-        return "transform" in inspect.signature(G.forward).parameters
+        return name in inspect.signature(G.forward).parameters
     except (TypeError, ValueError):
         return False
+
+
+def accepts_transform(G: torch.nn.Module) -> bool:
+    """Whether ``G(z, c, ..., transform=M)`` is supported (StyleGAN3 and StyleGAN-XL generators)."""
+    return _accepts(G, "transform")
 
 
 @torch.no_grad()
@@ -71,6 +75,7 @@ def generate_images(
     transform: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    full_resolution: bool = False,
 ) -> torch.Tensor:
     """Generate one image per seed.
 
@@ -86,6 +91,8 @@ def generate_images(
             (``styleforge.transform_matrix(...)``); refused for generators without one.
         device: where to run; ``None`` = the generator's device.
         batch_size: images per forward pass (does not change the result beyond float rounding).
+        full_resolution: for a progressively grown network (PGGAN) caught at a lower stage, upsample its output
+            to the final resolution; networks that always produce their final resolution ignore it.
 
     Returns:
         float32 images ``[len(seeds), img_channels, H, W]`` on the CPU, nominally in ``[-1, 1]``; convert with
@@ -120,6 +127,8 @@ def generate_images(
         if tuple(transform.shape) != (3, 3):
             raise UserInputError(f"transform must be a 3x3 matrix, got shape {tuple(transform.shape)}.")
         kwargs["transform"] = transform.to(device)
+    if full_resolution and _accepts(G, "full_resolution"):
+        kwargs["full_resolution"] = True
     G = G.to(device)
     c_all = make_labels(G, class_idx, len(seeds), device)
     images = []

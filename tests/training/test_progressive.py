@@ -235,3 +235,9 @@ def test_cli_train_and_generate(tmp_path):
     assert gen.exit_code == 0, gen.output
     grid = np.asarray(Image.open(tmp_path / "gen" / "grid.png"))
     assert grid.shape == (8, 8, 3)  # 2x2 samples at the current 4x4 stage
+    full = runner.invoke(cli, ["generate", "--network", str(snapshots[-1]), "--seeds", "0-3", "--grid",
+                               "--full-res", "--outdir", str(tmp_path / "full"), "--device", "cpu"])
+    assert full.exit_code == 0, full.output
+    big = np.asarray(Image.open(tmp_path / "full" / "grid.png"))
+    assert big.shape == (64, 64, 3)  # the same samples upsampled to the final 32 px
+    assert np.array_equal(big[::8, ::8], grid)

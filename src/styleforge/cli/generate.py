@@ -47,6 +47,9 @@ def parse_translate(text: str | None) -> tuple[float, float] | None:
 @click.option(
     "--rotate", type=float, default=None, help="StyleGAN3 only: rotate the content by this many degrees."
 )
+@click.option(
+    "--full-res", is_flag=True, help="PGGAN snapshots taken mid-growth: upsample to the final resolution."
+)
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Images per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
 @click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Where to write the PNGs.")
@@ -61,6 +64,7 @@ def command(
     grid: bool,
     translate: str | None,
     rotate: float | None,
+    full_res: bool,
     batch_size: int,
     device: str,
     outdir: str,
@@ -93,6 +97,7 @@ def command(
         transform=transform,
         device=dev,
         batch_size=batch_size,
+        full_resolution=full_res,
     )
     pixels = to_uint8(images)
     out = Path(outdir)
