@@ -33,6 +33,15 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
     assert os.listdir(tmp_path) == ["a.json"]
 
 
+def test_atomic_write_uses_the_umask_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "b.json", [1])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o644
+
+
 def test_find_weight_file_order_and_error(tmp_path, monkeypatch):
     monkeypatch.setenv("STYLEFORGE_CACHE", str(tmp_path / "cache"))
     f = tmp_path / "w.pt"
