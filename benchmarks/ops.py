@@ -3,11 +3,14 @@
 Usage (from the repository root)::
 
     OMP_NUM_THREADS=1 python benchmarks/ops.py ops                 # single ops on StyleGAN2/3 layer shapes
+    OMP_NUM_THREADS=1 python benchmarks/ops.py ops --impl compile  # also filtered_lrelu's torch.compile path
     OMP_NUM_THREADS=1 python benchmarks/ops.py generator --model stylegan3-r --resolution 256
     OMP_NUM_THREADS=1 python benchmarks/ops.py generator --model stylegan2 --resolution 256
 
-Prints the best of ``--repeats`` timings per case and the ratio ref / fast. Generators are timed with
-``G.set_ops_impl("ref" | "fast")`` on the same weights, batch 1, ``noise_mode="const"``, without gradients.
+Prints the best of ``--repeats`` timings per case and the ratio ref / impl. ``--impl compile`` adds
+``impl="compile"`` where an op has a compiled form (``filtered_lrelu``; the other ops run their fast path for it,
+so they are not timed twice) and prints its first call, which compiles, separately. Generators are timed with
+``G.set_ops_impl(impl)`` on the same weights, batch 1, ``noise_mode="const"``, without gradients.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -27,11 +30,14 @@ from styleforge.ops.upfirdn2d import upfirdn2d
 
 SG3_FILTER_SIZE = 6  # taps per input sample of the StyleGAN3 filters
 SG3_PADDING_UP2 = (11, 10, 11, 10)  # padding of a StyleGAN3 layer with up = down = 2 (margin 10)
+BASE_IMPLS = ("ref", "fast")  # always timed; ref is the baseline of every ratio
+EXTRA_IMPLS = ("compile",)  # timed on request (--impl), only where an op has that implementation
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Best wall time in seconds of ``repeats`` calls after one warm-up call."""
-    fn()
+def best_time(fn: Callable[[], object], repeats: int, warm_up: bool = True) -> float:
+    """Best wall time in seconds of ``repeats`` calls, after one warm-up call unless ``warm_up=False``."""
+    if warm_up:
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -40,16 +46,33 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
-def compare(name: str, make_call: Callable[[str], Callable[[], object]], repeats: int) -> tuple[float, float]:
-    """Time ``make_call(impl)`` for both implementations and print one row."""
-    t_ref = best_time(make_call("ref"), repeats)
-    t_fast = best_time(make_call("fast"), repeats)
-    print(f"{name:58s} ref {t_ref * 1e3:9.1f} ms   fast {t_fast * 1e3:9.1f} ms   ratio {t_ref / t_fast:5.2f}")
-    return t_ref, t_fast
+def compare(
+    name: str, make_call: Callable[[str], Callable[[], object]], repeats: int, impls: Sequence[str] = BASE_IMPLS
+) -> dict[str, float]:
+    """Time ``make_call(impl)`` for each implementation (``impls[0]`` is the baseline) and print one row.
+
+    The first call of each implementation is the warm-up; for ``"compile"`` it compiles, and its time is printed.
+    Returns the best times in seconds by implementation.
+    """
+    times: dict[str, float] = {}
+    row = f"{name:58s}"
+    for impl in impls:
+        fn = make_call(impl)
+        start = time.perf_counter()
+        fn()
+        first = time.perf_counter() - start
+        times[impl] = best_time(fn, repeats, warm_up=False)
+        row += f"   {impl} {times[impl] * 1e3:9.1f} ms"
+        if impl != impls[0]:
+            row += f" (x{times[impls[0]] / times[impl]:5.2f})"
+        if impl == "compile":
+            row += f" [first call {first:.1f} s]"
+    print(row)
+    return times
 
 
-def op_cases(repeats: int) -> None:
-    """Single ops on realistic layer shapes (batch 1)."""
+def op_cases(repeats: int, extra_impls: Sequence[str] = ()) -> None:
+    """Single ops on realistic layer shapes (batch 1); ``extra_impls`` are timed for filtered_lrelu only."""
     gen = torch.Generator().manual_seed(0)
     fs = 64.0  # sampling rate of the upsampled signal
     fu = kaiser_lowpass(2 * SG3_FILTER_SIZE, 10.0, 8.0, fs)
@@ -62,35 +85,43 @@ def op_cases(repeats: int) -> None:
         kind = "radial" if radial else "separable"
 
         def call(impl, x=x, b=b, fd=fd):
-            return lambda: filtered_lrelu(x, fu, fd, b, up=2, down=2, padding=SG3_PADDING_UP2, clamp=256.0,
-                                          impl=impl)
+            return lambda: filtered_lrelu(x, fu, fd, b, up=2, down=2, padding=SG3_PADDING_UP2, clamp=256.0, impl=impl)
 
-        compare(f"filtered_lrelu C={channels} {size}px up2/down2 {kind}", call, repeats)
+        compare(
+            f"filtered_lrelu C={channels} {size}px up2/down2 {kind}", call, repeats, BASE_IMPLS + tuple(extra_impls)
+        )
 
     x = torch.randn(1, 256, 84, 84, generator=gen)
-    compare("upfirdn2d C=256 84px up2 12-tap separable",
-            lambda impl: lambda: upfirdn2d(x, fu, up=2, padding=SG3_PADDING_UP2, gain=4, impl=impl), repeats)
+    compare(
+        "upfirdn2d C=256 84px up2 12-tap separable",
+        lambda impl: lambda: upfirdn2d(x, fu, up=2, padding=SG3_PADDING_UP2, gain=4, impl=impl),
+        repeats,
+    )
     f = setup_filter([1, 3, 3, 1])
     x = torch.randn(1, 256, 128, 128, generator=gen)
-    compare("upfirdn2d C=256 128px down2 [1,3,3,1]",
-            lambda impl: lambda: upfirdn2d(x, f, down=2, padding=1, impl=impl), repeats)
+    compare(
+        "upfirdn2d C=256 128px down2 [1,3,3,1]",
+        lambda impl: lambda: upfirdn2d(x, f, down=2, padding=1, impl=impl),
+        repeats,
+    )
     for channels, size in [(512, 32), (256, 64)]:
         x = torch.randn(1, channels, size, size, generator=gen)
         w = torch.randn(channels // 2, channels, 3, 3, generator=gen) / math.sqrt(channels * 9)
         s = torch.randn(1, channels, generator=gen)
-        compare(f"conv2d_resample C={channels} {size}px 3x3 up2",
-                lambda impl, x=x, w=w: lambda: conv2d_resample(x, w, f, up=2, padding=1, flip_weight=False,
-                                                               impl=impl), repeats)
+        compare(
+            f"conv2d_resample C={channels} {size}px 3x3 up2",
+            lambda impl, x=x, w=w: lambda: conv2d_resample(x, w, f, up=2, padding=1, flip_weight=False, impl=impl),
+            repeats,
+        )
 
         def modconv(impl, x=x, w=w, s=s):
-            return lambda: modulated_conv2d(x, w, s, up=2, padding=1, resample_filter=f, flip_weight=False,
-                                            impl=impl)
+            return lambda: modulated_conv2d(x, w, s, up=2, padding=1, resample_filter=f, flip_weight=False, impl=impl)
 
         compare(f"modulated_conv2d C={channels} {size}px 3x3 up2 fused", modconv, repeats)
 
 
-def generator_case(model: str, resolution: int, repeats: int) -> None:
-    """Whole generator forward, ref against fast ops, same weights."""
+def generator_case(model: str, resolution: int, repeats: int, extra_impls: Sequence[str] = ()) -> None:
+    """Whole generator forward, ref against fast (and ``extra_impls``) ops, same weights."""
     from styleforge.models.registry import create_model
 
     torch.manual_seed(0)
@@ -98,33 +129,43 @@ def generator_case(model: str, resolution: int, repeats: int) -> None:
     z = torch.randn(1, G.z_dim)
     c = torch.zeros(1, G.c_dim)
 
+    impls = BASE_IMPLS + tuple(extra_impls)
+
     def call(impl):
         G.set_ops_impl(impl)
         return lambda: G(z, c, noise_mode="const")
 
-    G.set_ops_impl("ref")
-    img_ref = G(z, c, noise_mode="const")
-    G.set_ops_impl("fast")
-    img_fast = G(z, c, noise_mode="const")
-    print(f"{model} {resolution}px: max |ref - fast| = {(img_ref - img_fast).abs().max().item():.2e}")
-    compare(f"{model} G forward {resolution}px batch 1", call, repeats)
+    images = {}
+    for impl in impls:
+        G.set_ops_impl(impl)
+        images[impl] = G(z, c, noise_mode="const")
+    for impl in impls[1:]:
+        err = (images["ref"] - images[impl]).abs().max().item()
+        print(f"{model} {resolution}px: max |ref - {impl}| = {err:.2e}")
+    compare(f"{model} G forward {resolution}px batch 1", call, repeats, impls)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["ops", "generator"])
     parser.add_argument("--model", default="stylegan3-r")
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--impl",
+        action="append",
+        default=[],
+        choices=EXTRA_IMPLS,
+        help="also time this implementation (repeatable); ref and fast are always timed",
+    )
     args = parser.parse_args()
+    extra = tuple(dict.fromkeys(args.impl))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     with torch.no_grad():
         if args.what == "ops":
-            op_cases(args.repeats)
+            op_cases(args.repeats, extra)
         else:
-            generator_case(args.model, args.resolution, args.repeats)
+            generator_case(args.model, args.resolution, args.repeats, extra)
 
 
 if __name__ == "__main__":

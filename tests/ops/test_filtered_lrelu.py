@@ -1,15 +1,24 @@
-"""filtered_lrelu: definition, output size, gradients, fast == ref on StyleGAN3-like settings."""
+"""filtered_lrelu: definition, output size, gradients, fast == ref and compile == ref on StyleGAN3-like settings."""
 
 from __future__ import annotations
 
 import math
+import shutil
+import types
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck, gradgradcheck
 
-from styleforge.ops.filtered_lrelu import filtered_lrelu, filtered_lrelu_output_size
+from styleforge.ops._common import check_impl
+from styleforge.ops.filtered_lrelu import (
+    CompiledFilteredLrelu,
+    FilteredLreluCompileError,
+    _resolve_impl,
+    filtered_lrelu,
+    filtered_lrelu_output_size,
+)
 from styleforge.ops.filters import kaiser_lowpass
 from styleforge.ops.upfirdn2d import CPU_BLOCK_CHANNELS, upfirdn2d
 
@@ -74,10 +83,22 @@ def test_fast_matches_ref(radial, up, down, pad, channels):
         assert (a - c).abs().max() < 1e-12
     # no-grad path (in-place fused activation) in float32
     with torch.no_grad():
-        a = filtered_lrelu(x.float(), fu.float() if fu is not None else None,
-                           fd.float() if fd is not None else None, b.float(), impl="ref", **kw)
-        c = filtered_lrelu(x.float(), fu.float() if fu is not None else None,
-                           fd.float() if fd is not None else None, b.float(), impl="fast", **kw)
+        a = filtered_lrelu(
+            x.float(),
+            fu.float() if fu is not None else None,
+            fd.float() if fd is not None else None,
+            b.float(),
+            impl="ref",
+            **kw,
+        )
+        c = filtered_lrelu(
+            x.float(),
+            fu.float() if fu is not None else None,
+            fd.float() if fd is not None else None,
+            b.float(),
+            impl="fast",
+            **kw,
+        )
     assert (a - c).abs().max() < 1e-5
 
 
@@ -96,3 +117,121 @@ def test_gradcheck(impl):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="integers"):
         filtered_lrelu(torch.randn(1, 1, 4, 4), up=(2, 2))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# impl="compile": torch.compile of the fast formulation (inductor needs a C++ compiler on CPU)
+
+# float32, forward and gradients, against impl="ref", relative to the largest magnitude (at least 1): a bias
+# gradient sums N*H*W terms, and a float32 value near 35 is already rounded to 4e-6.
+COMPILE_TOL = 1e-5
+
+
+def _scaled_error(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """``max |a - ref| / max(1, max |ref|)``."""
+    return ((a - ref).abs().max() / ref.abs().max().clamp(min=1)).item()
+
+
+HAS_CXX = any(shutil.which(cc) for cc in ("g++", "c++", "clang++"))
+needs_cxx = pytest.mark.skipif(not HAS_CXX, reason="torch.compile (inductor) on CPU needs a C++ compiler")
+
+
+def _compile_case(up, down, pad, radial, clamp, seed=3):
+    """float32 inputs and filters of a StyleGAN3-like layer with ``up``/``down`` (identity filters at 1)."""
+    torch.manual_seed(seed)
+    fu = kaiser_lowpass(6 * up, 8.0, 8.0, 32.0 * up) if up > 1 else None
+    fd = kaiser_lowpass(6 * down, 8.0, 8.0, 32.0 * down, radial=radial) if down > 1 else None
+    x = torch.randn(2, 4, 10, 10, requires_grad=True)
+    b = torch.randn(4, requires_grad=True)
+    kw = dict(up=up, down=down, padding=pad, gain=math.sqrt(2), slope=0.2, clamp=clamp)
+    return x, fu, fd, b, kw
+
+
+def _assert_compile_matches_ref(up, down, pad, radial, clamp):
+    x, fu, fd, b, kw = _compile_case(up, down, pad, radial, clamp)
+    ref = filtered_lrelu(x, fu, fd, b, impl="ref", **kw)
+    out = filtered_lrelu(x, fu, fd, b, impl="compile", **kw)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert _scaled_error(out, ref) < COMPILE_TOL
+    if clamp is not None:
+        assert ref.abs().max() > 0.5 * clamp  # the clamp is exercised, not a no-op
+    grad = torch.randn_like(ref)
+    grads_ref = torch.autograd.grad(ref, (x, b), grad)
+    grads_out = torch.autograd.grad(out, (x, b), grad)
+    for a, c in zip(grads_ref, grads_out, strict=True):
+        assert a.abs().max() > 0.1  # a gradient that is not identically zero
+        assert _scaled_error(c, a) < COMPILE_TOL
+    with torch.no_grad():  # the variant without autograd compiles separately
+        again = filtered_lrelu(x, fu, fd, b, impl="compile", **kw)
+    assert _scaled_error(again, ref) < COMPILE_TOL
+
+
+@needs_cxx
+def test_compile_matches_ref_up2_down2_radial():
+    """The StyleGAN3 layer case: 1-D ``fu``, 2-D radial ``fd``, clamp (one inductor compilation, cold ~20 s)."""
+    _assert_compile_matches_ref(2, 2, (11, 10, 11, 10), radial=True, clamp=0.8)
+
+
+@needs_cxx
+def test_compile_matches_ref_no_resampling():
+    """up = down = 1 with identity filters and a crop, as in the critically sampled ToRGB-like layers."""
+    _assert_compile_matches_ref(1, 1, (-1, -1, 0, 0), radial=False, clamp=0.8)
+
+
+@pytest.mark.slow
+@needs_cxx
+@pytest.mark.parametrize("radial", [False, True])
+@pytest.mark.parametrize("up,down,pad", SETTINGS)
+@pytest.mark.parametrize("clamp", [None, 0.8])
+def test_compile_matches_ref_all_settings(radial, up, down, pad, clamp):
+    _assert_compile_matches_ref(up, down, pad, radial, clamp)
+
+
+def test_compiled_variants_cache():
+    """One variant per shape/static arguments, built on first use, least recently used dropped (no inductor)."""
+    compiled = CompiledFilteredLrelu(backend="eager", max_variants=2)
+    assert len(compiled) == 0  # nothing compiled on creation
+    x, fu, fd, b, kw = _compile_case(2, 2, (11, 10, 11, 10), radial=False, clamp=None)
+    x, b = x.detach(), b.detach()
+    args = (2, 2, (11, 10, 11, 10))
+    y = compiled(x, fu, fd, b, *args, math.sqrt(2), 0.2, None, False)
+    assert len(compiled) == 1
+    assert _scaled_error(y, filtered_lrelu(x, fu, fd, b, impl="ref", **kw)) < COMPILE_TOL
+    compiled(x, fu, fd, b, *args, math.sqrt(2), 0.2, None, False)
+    assert len(compiled) == 1  # same variant reused
+    for gain in (1.0, 2.0, 3.0):  # more variants than dynamo's per-code recompile limit would allow is fine too
+        compiled(x, fu, fd, b, *args, gain, 0.2, None, False)
+    assert len(compiled) == 2
+    compiled.clear()
+    assert len(compiled) == 0
+
+
+def test_compile_failure_is_reported():
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("no compiler for this test")
+
+    compiled = CompiledFilteredLrelu(backend=broken_backend)
+    x = torch.randn(1, 2, 4, 4)
+    with pytest.raises(FilteredLreluCompileError, match=r"impl='fast'") as info:
+        compiled(x, None, None, None, 1, 1, (0, 0, 0, 0), 1.0, 0.2, None, False)
+    assert "no compiler for this test" in str(info.value)
+    assert len(compiled) == 0  # the failed variant is not kept
+
+
+def test_compile_argument_errors_come_before_compiling():
+    x = torch.randn(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="one bias per channel"):
+        filtered_lrelu(x, b=torch.zeros(2), impl="compile")
+    fu = kaiser_lowpass(12, 8.0, 8.0, 64.0)
+    with pytest.raises(ValueError, match="too small"):
+        filtered_lrelu(x, fu, None, up=2, padding=0, impl="compile")
+
+
+def test_auto_never_compiles():
+    assert _resolve_impl("auto", torch.zeros(1)) == "fast"
+    assert _resolve_impl("auto", types.SimpleNamespace(device=torch.device("cuda"))) == "fast"
+    assert _resolve_impl("compile", torch.zeros(1)) == "compile"
+    assert _resolve_impl("fast", types.SimpleNamespace(device=torch.device("cuda"))) == "fast"
+    assert check_impl("compile") == "fast"  # ops without a compiled form run their fast path
+    with pytest.raises(ValueError, match="impl must be one of"):
+        filtered_lrelu(torch.zeros(1, 1, 2, 2), impl="jit")

@@ -85,13 +85,15 @@ class Network(nn.Module):
         return cls(config)
 
     def set_ops_impl(self, impl: str) -> Network:
-        """Choose the signal-processing implementation (``"ref"``, ``"fast"`` or ``"auto"``) for every layer.
+        """Choose the ops implementation (``"ref"``, ``"fast"``, ``"compile"`` or ``"auto"``) for every layer.
 
         Layers that call ops keep an ``ops_impl`` attribute (default ``"auto"``) and pass it as ``impl=``; this sets
         it on the whole module tree. The state lives on the modules, not in a global flag. Returns ``self``.
         """
-        if impl not in ("ref", "fast", "auto"):
-            raise ValueError(f"impl must be 'ref', 'fast' or 'auto', got {impl!r}")
+        from styleforge.ops._common import IMPLS
+
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
         for m in self.modules():
             if hasattr(m, "ops_impl"):
                 m.ops_impl = impl

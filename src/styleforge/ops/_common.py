@@ -13,15 +13,17 @@ import torch
 
 __all__ = ["IMPLS", "check_impl", "parse_scaling", "parse_padding", "filter_size"]
 
-#: accepted values of the ``impl=`` argument of every op
-IMPLS = ("ref", "fast", "auto")
+#: accepted values of the ``impl=`` argument of every op. ``"compile"`` is the ``torch.compile`` path of
+#: :func:`styleforge.ops.filtered_lrelu.filtered_lrelu`; the ops without a compiled form run their fast path for
+#: it, so that one setting (``Network.set_ops_impl``) can apply to a whole network.
+IMPLS = ("ref", "fast", "auto", "compile")
 
 
 def check_impl(impl: str) -> str:
-    """Resolve ``impl`` to ``"ref"`` or ``"fast"`` (``"auto"`` picks the fast path)."""
+    """Resolve ``impl`` to ``"ref"`` or ``"fast"`` (``"auto"`` and ``"compile"`` pick the fast path)."""
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    return "fast" if impl == "auto" else impl
+    return "ref" if impl == "ref" else "fast"
 
 
 def parse_scaling(scaling: int | Sequence[int]) -> tuple[int, int]:

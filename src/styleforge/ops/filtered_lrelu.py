@@ -9,13 +9,24 @@ applies the leaky ReLU at the higher rate, low-pass filters with ``fd`` and down
 ``impl="ref"`` evaluates exactly this with :func:`upfirdn2d` and :func:`bias_act`. ``impl="fast"`` gives the
 same values (to float rounding) with polyphase upsampling (transposed convolution), the leaky ReLU and clamp in
 place with the gain folded into the downsampling filter, and a downsampling filter evaluated only at the kept
-pixels; on CPU it works in channels-last blocks of channels that stay in cache.
+pixels; on CPU it works in channels-last blocks of channels that stay in cache. ``impl="compile"`` hands the
+same formulation (without in-place steps) to ``torch.compile``, which fuses bias, activation, gain and clamp
+into the resampling kernels; it compiles lazily, once per device type, dtype, input shape and static arguments.
+
+``impl="auto"`` picks ``"fast"`` on every device; ``"compile"`` is opt-in (``impl="compile"`` or
+``Network.set_ops_impl("compile")``), typically on a GPU: it is not the default because its first call per shape
+takes seconds to compile and it has no double backward. A failed compilation raises
+:class:`FilteredLreluCompileError`; nothing falls back silently. Because torch raises at the second backward of
+the compiled path, a loss that differentiates a gradient through this op (path-length regularisation) needs
+``"fast"``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import types
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +34,21 @@ import torch.nn.functional as F
 from styleforge.ops._common import check_impl, filter_size, parse_padding
 from styleforge.ops.bias_act import LRELU_SLOPE, bias_act
 from styleforge.ops.upfirdn2d import CPU_BLOCK_CHANNELS, upfirdn2d, upfirdn2d_fast_core, use_channels_last
+from styleforge.utils.errors import StyleforgeError
 
-__all__ = ["filtered_lrelu", "filtered_lrelu_output_size"]
+__all__ = [
+    "filtered_lrelu",
+    "filtered_lrelu_output_size",
+    "CompiledFilteredLrelu",
+    "FilteredLreluCompileError",
+    "COMPILE_BACKEND",
+    "MAX_COMPILED_VARIANTS",
+]
+
+#: ``torch.compile`` backend of ``impl="compile"``
+COMPILE_BACKEND = "inductor"
+#: compiled variants (device type, dtype, shapes, static arguments) kept before the least recently used is dropped
+MAX_COMPILED_VARIANTS = 64
 
 
 def filtered_lrelu_output_size(
@@ -66,7 +90,9 @@ def filtered_lrelu(
         slope: leaky-ReLU slope for negative inputs.
         clamp: clamp after the gain to ``[-clamp, clamp]``; ``None`` = no clamp.
         flip_filter: ``True`` = correlate instead of convolve (see :func:`upfirdn2d`).
-        impl: ``"ref"``, ``"fast"`` or ``"auto"``.
+        impl: ``"ref"`` (the specification), ``"fast"``, ``"compile"`` (``torch.compile`` of the fast
+            formulation; first use per shape compiles, which takes seconds; no double backward) or ``"auto"``
+            (= ``"fast"``).
 
     Returns:
         ``[N, C, H_out, W_out]`` with ``W_out = (W * up + x0 + x1 - (fu_w - 1) - (fd_w - 1) + down - 1) //
@@ -77,9 +103,19 @@ def filtered_lrelu(
     if x.ndim != 4:
         raise ValueError(f"x must be an NCHW tensor, got shape {list(x.shape)}")
     pad = parse_padding(padding)
-    if check_impl(impl) == "ref":
+    choice = _resolve_impl(impl, x)
+    if choice == "ref":
         return _filtered_lrelu_ref(x, fu, fd, b, up, down, pad, gain, slope, clamp, flip_filter)
+    if choice == "compile":
+        _check_compile_inputs(x, fu, fd, b, up, pad)
+        return _COMPILED(x, fu, fd, b, up, down, pad, gain, slope, clamp, flip_filter)
     return _filtered_lrelu_fast(x, fu, fd, b, up, down, pad, gain, slope, clamp, flip_filter)
+
+
+def _resolve_impl(impl: str, x: torch.Tensor) -> str:
+    """``"ref"``, ``"fast"`` or ``"compile"``; ``"auto"`` means ``"fast"``."""
+    check_impl(impl)  # same accepted values and error as every other op
+    return "fast" if impl == "auto" else impl
 
 
 def _output_shape(x, fu, fd, up, down, pad) -> list[int]:
@@ -159,3 +195,160 @@ def _fast_block(x, b, to_channels_last, fu, fd, up, pad, down, gain, slope, clam
         if limit is not None:
             x = x.clamp(-limit, limit)
     return upfirdn2d_fast_core(x, fd, (1, 1), (down, down), (0, 0, 0, 0), flip_filter, gain if fold_gain else 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# impl="compile"
+
+
+class FilteredLreluCompileError(StyleforgeError, RuntimeError):
+    """``torch.compile`` could not build or run the compiled ``filtered_lrelu`` (no C++ compiler or Triton, an
+    unsupported Python or backend); ``impl="fast"`` gives the same values without compiling."""
+
+
+def _fused_core(x, fu, fd, b, up, down, pad, gain, slope, clamp, flip_filter, channels_last) -> torch.Tensor:
+    """The fast formulation as ``torch.compile`` traces it: no in-place steps, no blocks of channels.
+
+    ``[N, C, H, W]`` -> ``[N, C, H_out, W_out]`` (NCHW). The compiler fuses bias, ``lrelu``, gain and clamp into
+    the kernels around the two polyphase resamplings, so the gain is applied where the reference applies it.
+    ``channels_last`` (static, from :func:`use_channels_last`: CPU, long filters) runs the filters channels-last.
+    """
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if b is not None:
+        x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
+    x = upfirdn2d_fast_core(x, fu, (up, up), (1, 1), pad, flip_filter, up**2)
+    x = F.leaky_relu(x, slope)
+    if gain != 1:
+        x = x * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    x = upfirdn2d_fast_core(x, fd, (1, 1), (down, down), (0, 0, 0, 0), flip_filter, 1)
+    return x.contiguous() if channels_last else x
+
+
+def _check_compile_inputs(x, fu, fd, b, up, pad) -> None:
+    """Report argument mistakes before compiling, so that they are not mistaken for compiler failures."""
+    if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[1]):
+        raise ValueError(f"b must have shape [{x.shape[1]}] (one bias per channel), got {list(b.shape)}")
+    for f in (fu, fd):
+        if f is not None and (not isinstance(f, torch.Tensor) or f.ndim not in (1, 2)):
+            raise ValueError("fu and fd must be None or 1-D/2-D tensors (see styleforge.ops.filters.setup_filter)")
+    (fu_w, fu_h), (fd_w, fd_h) = filter_size(fu), filter_size(fd)
+    mid_w = x.shape[3] * up + pad[0] + pad[1] - (fu_w - 1)  # width after the upsampling filter
+    mid_h = x.shape[2] * up + pad[2] + pad[3] - (fu_h - 1)
+    if min(mid_w, mid_h) < 1 or mid_w < fd_w or mid_h < fd_h:
+        raise ValueError(
+            f"filtered_lrelu: the padded, upsampled image ({x.shape[2] * up + pad[2] + pad[3]}x"
+            f"{x.shape[3] * up + pad[0] + pad[1]}) is too small for the filters (up {fu_h}x{fu_w}, down "
+            f"{fd_h}x{fd_w}); use a larger input or more padding"
+        )
+
+
+#: start of the debugging hints torch appends to compiler errors (left out of our message)
+_TORCH_HINT_PREFIXES = ("Set TORCHDYNAMO_VERBOSE", "For even more developer context")
+#: longest excerpt of the compiler's message quoted in a FilteredLreluCompileError
+MAX_REASON_CHARS = 400
+
+
+def _filter_key(f: torch.Tensor | None) -> tuple | None:
+    return None if f is None else (f.dtype, f.device.type, tuple(f.shape))
+
+
+class CompiledFilteredLrelu:
+    """Lazily compiled ``filtered_lrelu``: one ``torch.compile``-d callable per variant, built on first use.
+
+    A variant is the device type, dtype and shape of ``x``, the kinds of ``fu``/``fd``/``b`` and the static
+    arguments ``(up, down, padding, gain, slope, clamp, flip_filter)``; shapes are static (``dynamic=False``)
+    and the whole op is one graph (``fullgraph=True``). The least recently used variant is dropped beyond
+    ``max_variants``. Nothing is compiled when the object is created.
+
+    Call it with parsed arguments (``padding`` as ``(x0, x1, y0, y1)``); :func:`filtered_lrelu` with
+    ``impl="compile"`` uses the module's private instance.
+    """
+
+    def __init__(self, backend: str | Callable = COMPILE_BACKEND, max_variants: int = MAX_COMPILED_VARIANTS):
+        if max_variants < 1:
+            raise ValueError(f"max_variants must be >= 1, got {max_variants}")
+        self.backend = backend
+        self.max_variants = max_variants
+        self._variants: OrderedDict[tuple, Callable] = OrderedDict()
+        self._built = 0  # variants built so far; numbers their code objects
+
+    def __len__(self) -> int:
+        """Number of compiled variants held."""
+        return len(self._variants)
+
+    def clear(self) -> None:
+        """Drop every compiled variant (the next call compiles again)."""
+        self._variants.clear()
+
+    def __call__(self, x, fu, fd, b, up, down, pad, gain, slope, clamp, flip_filter) -> torch.Tensor:
+        """``filtered_lrelu`` of parsed arguments through the compiled variant for them."""
+        statics = (
+            up,
+            down,
+            tuple(pad),
+            float(gain),
+            float(slope),
+            None if clamp is None else float(clamp),
+            bool(flip_filter),
+            use_channels_last(x, fu, fd),
+        )
+        if torch.compiler.is_compiling():
+            # Already inside someone's torch.compile (a compiled network): the outer compilation traces the plain
+            # formulation; building a nested compiled callable here would only break its graph.
+            return _fused_core(x, fu, fd, b, *statics)
+        key = (x.device.type, x.dtype, tuple(x.shape), _filter_key(fu), _filter_key(fd), b is None, statics)
+        fn = self._variants.get(key)
+        if fn is None:
+            fn = self._build(key, statics)
+            self._variants[key] = fn
+            while len(self._variants) > self.max_variants:
+                self._variants.popitem(last=False)
+        else:
+            self._variants.move_to_end(key)
+        from torch._dynamo.exc import TorchDynamoException  # imported here: torch._dynamo is heavy to import
+
+        try:
+            return fn(x, fu, fd, b)
+        except TorchDynamoException as e:
+            self._variants.pop(key, None)
+            raise self._error(x, e) from e
+
+    def _build(self, key: tuple, statics: tuple) -> Callable:
+        up, down, pad, gain, slope, clamp, flip_filter, channels_last = statics
+
+        def variant(x, fu, fd, b):
+            return _fused_core(x, fu, fd, b, up, down, pad, gain, slope, clamp, flip_filter, channels_last)
+
+        # Dynamo keeps compiled graphs per code object and recompiles one code object only a few times
+        # (torch._dynamo.config.recompile_limit), a hard error under fullgraph=True. Every variant therefore gets
+        # its own copy of the code object, hence its own cache: one compilation per variant.
+        self._built += 1
+        code = variant.__code__.replace(co_name=f"filtered_lrelu_variant_{self._built}")
+        variant = types.FunctionType(code, variant.__globals__, code.co_name, None, variant.__closure__)
+        try:
+            return torch.compile(variant, backend=self.backend, fullgraph=True, dynamic=False)
+        except RuntimeError as e:  # torch.compile refuses at once on an unsupported Python or backend name
+            raise self._error(key, e) from e
+
+    def _error(self, where: torch.Tensor | tuple, cause: Exception) -> FilteredLreluCompileError:
+        device, dtype = (where.device, where.dtype) if isinstance(where, torch.Tensor) else where[:2]
+        lines = []  # the cause's own lines, without the debugging hints torch appends
+        for line in str(cause).splitlines():
+            if line.startswith(_TORCH_HINT_PREFIXES):
+                break
+            if line.strip():
+                lines.append(line.strip())
+        reason = " ".join(lines)[:MAX_REASON_CHARS] or "(no message)"
+        backend = getattr(self.backend, "__name__", self.backend)
+        return FilteredLreluCompileError(
+            f"filtered_lrelu impl='compile': torch.compile (backend {backend!r}) failed for a {dtype} tensor "
+            f"on {device}: {type(cause).__name__}: {reason}. Use impl='fast' (same values, no compilation), "
+            "e.g. Network.set_ops_impl('fast')."
+        )
+
+
+#: the compiled variants used by ``filtered_lrelu(..., impl="compile")``
+_COMPILED = CompiledFilteredLrelu()
