@@ -241,3 +241,9 @@ def test_cli_train_and_generate(tmp_path):
     big = np.asarray(Image.open(tmp_path / "full" / "grid.png"))
     assert big.shape == (64, 64, 3)  # the same samples upsampled to the final 32 px
     assert np.array_equal(big[::8, ::8], grid)
+    again = runner.invoke(cli, ["train", "--cfg", "pggan-tiny", "--data", str(folder), "--outdir",
+                                str(tmp_path / "runs"), "--kimg", "0.064", "--device", "cpu", "--resume", "latest"])
+    assert again.exit_code == 0, again.output
+    assert [d.name for d in (tmp_path / "runs").iterdir()] == [run_dir.name]  # continued in place
+    assert "resumed at 32 images" in again.output
+

@@ -139,8 +139,15 @@ def _train_pggan(cfg: str, data: str, outdir: str, kimg: float | None, resume: s
         return
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    ids = [int(d.name.split("-", 1)[0]) for d in out.iterdir() if d.is_dir() and d.name.split("-", 1)[0].isdigit()]
-    run_dir = out / f"{max(ids, default=-1) + 1:05d}-{cfg}-{Path(data).stem}"
+    if resume == "latest":  # continue the newest run of outdir in place
+        from styleforge.training.checkpoint import find_latest_run
+
+        run_dir = find_latest_run(out)
+        resume = str(run_dir)
+    else:
+        ids = [int(d.name.split("-", 1)[0]) for d in out.iterdir()
+               if d.is_dir() and d.name.split("-", 1)[0].isdigit()]
+        run_dir = out / f"{max(ids, default=-1) + 1:05d}-{cfg}-{Path(data).stem}"
     progressive.run_progressive_training(config, run_dir=run_dir, resume=resume, device=pick_device(device),
                                          stop_at_kimg=kimg)
     click.echo(f"Run directory: {run_dir}")
