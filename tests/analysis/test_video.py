@@ -138,6 +138,18 @@ def test_mp4_through_imageio_is_atomic(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]  # no temporary file left
 
 
+def test_real_mp4_round_trip(tmp_path):
+    """With the [video] extra installed, the encoded frames decode back close to what went in."""
+    pytest.importorskip("imageio_ffmpeg", reason="the [video] extra (imageio, imageio-ffmpeg) is not installed")
+    iio = pytest.importorskip("imageio.v3")
+    frames = [np.full((16, 16, 3), v, np.uint8) for v in (40, 120, 200)]
+    res = write_video(tmp_path / "clip.mp4", iter(frames), fps=10)
+    assert res.format == "mp4" and res.num_frames == 3
+    decoded = iio.imread(res.path)
+    assert decoded.shape == (3, 16, 16, 3)
+    assert np.abs(decoded.mean(axis=(1, 2, 3)) - [40, 120, 200]).max() < 8
+
+
 def test_render_video_gif(G_xl, tmp_path):
     res = render_video(G_xl, tmp_path / "v.gif", VideoOptions(seeds=(0, 1), frames_per_seed=2, class_idx=0))
     assert res.num_frames == 4

@@ -19,13 +19,11 @@ the result's ``note`` says so. Files are written atomically.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import inspect
 import io
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +37,7 @@ from PIL import Image
 from styleforge.ops.transforms import transform_matrix
 from styleforge.utils.errors import UserInputError
 from styleforge.utils.images import make_grid, to_uint8
-from styleforge.utils.io import atomic_write_bytes
+from styleforge.utils.io import atomic_path, atomic_write_bytes
 from styleforge.utils.seeding import z_from_seed
 
 __all__ = ["VideoOptions", "VideoResult", "video_frames", "write_video", "render_video", "MODES"]
@@ -271,13 +269,10 @@ def _write_gif(path: Path, frames: Sequence[np.ndarray], fps: float) -> None:
 
 def _write_mp4(path: Path, frames: Iterator[np.ndarray], fps: float, imageio: Any) -> int:
     """Stream frames into an H.264 MP4 via imageio-ffmpeg (a temporary file, moved into place at the end)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
     count = 0
-    try:
+    with atomic_path(path) as tmp:
         writer = imageio.get_writer(
-            tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", macro_block_size=1
+            str(tmp), format="FFMPEG", mode="I", fps=fps, codec="libx264", macro_block_size=1
         )
         try:
             for frame in frames:
@@ -285,11 +280,6 @@ def _write_mp4(path: Path, frames: Iterator[np.ndarray], fps: float, imageio: An
                 count += 1
         finally:
             writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return count
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
+    "atomic_path",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -47,6 +48,27 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """For writers that need a file name (video encoders, ...): yield a temporary path next to ``path``.
+
+    When the block ends without error the temporary file is moved over ``path``; on an exception it is removed and
+    ``path`` is left untouched. The file gets the mode a plain ``open()`` would give it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_current_umask())
+    try:
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
