@@ -56,6 +56,8 @@ class LoadedNetworks:
         augment_p: the ADA augmentation probability ``p`` stored with the networks, if any.
         training_set_kwargs: the dataset options stored with an official snapshot (or in ``extra``), if any.
         path: the file or directory that was read.
+        skipped: ``{name: reason}`` of networks in an official snapshot that styleforge cannot convert and
+            left as ``None`` (StyleGAN-XL's projected discriminator); empty otherwise.
     """
 
     G: Network | None
@@ -66,6 +68,7 @@ class LoadedNetworks:
     augment_p: float | None = None
     training_set_kwargs: dict[str, Any] | None = None
     path: str = ""
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def generator(self) -> Network:
@@ -301,6 +304,7 @@ def _load_official(path: Path) -> LoadedNetworks:
         "networks": {n: snap[n].describe() for n in NETWORK_NAMES if snap.get(n) is not None},
         "augment_pipe": pipe,
         "training_set_kwargs": snap.get("training_set_kwargs"),
+        "skipped": dict(snap.get("skipped") or {}),
     }
     return LoadedNetworks(
         G=snap.get("G"),
@@ -311,6 +315,7 @@ def _load_official(path: Path) -> LoadedNetworks:
         augment_p=pipe.get("p") if pipe else None,
         training_set_kwargs=snap.get("training_set_kwargs"),
         path=str(path),
+        skipped=dict(snap.get("skipped") or {}),
     )
 
 

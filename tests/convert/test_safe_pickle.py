@@ -49,7 +49,11 @@ def _malicious_cases(marker: str) -> dict[str, tuple[bytes, str]]:
         "protocol0 os.system": (f"cos\nsystem\n(S'touch {marker}'\ntR.".encode(), "os.system"),
         "builtins.getattr": (b"cbuiltins\ngetattr\n(cos\nsystem\nS'x'\ntR.", "builtins.getattr"),
         "unknown class": (pickle.dumps(collections_counter()), "collections.Counter"),
-        "torch module": (pickle.dumps(torch.nn.Identity()), "torch.nn.modules.linear.Identity"),
+        # torch.nn.modules classes are read as inert stubs (StyleGAN-XL's discriminator); functions are not
+        "torch.nn.modules function": (
+            pickle.dumps(torch.nn.modules.module.register_module_forward_hook),
+            "torch.nn.modules.module.register_module_forward_hook",
+        ),
     }
     # an evil global hidden deep inside an otherwise valid official snapshot
     with fake_official.official_globals():

@@ -20,13 +20,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from styleforge.convert.safe_pickle import ModuleStub, PersistentObject
+from styleforge.convert.safe_pickle import InertObject, ModuleStub, PersistentObject, find_inert
 from styleforge.convert.safe_pickle import load_official_pickle as _unpickle
 from styleforge.models.base import Network
 from styleforge.utils.errors import UserInputError
@@ -43,6 +44,7 @@ __all__ = [
     "remap_state_dict",
     "load_official_pickle",
     "SNAPSHOT_NETWORK_KEYS",
+    "unsupported_reason",
 ]
 
 #: (can_convert, convert) pair of a family module's ``CONVERTERS`` list
@@ -61,6 +63,8 @@ SNAPSHOT_NETWORK_KEYS = ("G", "D", "G_ema")
 
 #: how many problems of one kind a conversion error lists before summarising
 _MAX_LISTED = 12
+#: class name of StyleGAN-XL's (and Projected GAN's) discriminator
+_PROJECTED_D_NAME = "ProjectedDiscriminator"
 
 
 class ConversionError(UserInputError):
@@ -245,6 +249,29 @@ def convert_network(obj: ModuleStub) -> Network:
     )
 
 
+def unsupported_reason(key: str, obj: ModuleStub) -> str | None:
+    """Why the pickled network ``obj`` (stored under ``key``) cannot be converted, or ``None`` if it may be.
+
+    A network is unsupported when it holds :class:`~styleforge.convert.safe_pickle.InertObject` stubs:
+    classes (timm feature networks, ``pg_modules``, plain ``torch.nn`` layers, ...) that were recorded but
+    never built, because styleforge has no counterpart for them. StyleGAN-XL's projected discriminator is the
+    case met in practice.
+    """
+    inert = find_inert(obj)
+    if not inert:
+        return None
+    name = obj.global_name if isinstance(obj, InertObject) else obj.class_name
+    if name.rsplit(".", 1)[-1] == _PROJECTED_D_NAME:
+        what = (
+            f"{key} is StyleGAN-XL's projected discriminator ({_PROJECTED_D_NAME}, with pretrained feature "
+            "networks), which styleforge does not support"
+        )
+    else:
+        what = f"{key} ({name}) is built from classes styleforge does not support"
+    held = _format_problems("classes it holds", inert)
+    return f"{what}; it was read without running anything and left out ({held})."
+
+
 def _read_augment_pipe(obj: Any) -> dict[str, Any] | None:
     """``{"p": float | None, "init_kwargs": dict}`` of a pickled augment pipe; never raises."""
     if obj is None:
@@ -288,11 +315,14 @@ def load_official_pickle(path: Any, convert: bool = True) -> dict[str, Any]:
 
     Returns:
         ``{"G": Network | None, "D": ..., "G_ema": ..., "augment_pipe": {"p", "init_kwargs", "class_name"} |
-        None, "training_set_kwargs": dict | None}``.
+        None, "training_set_kwargs": dict | None, "skipped": {name: reason}}``. A network that holds classes
+        styleforge does not implement (StyleGAN-XL's projected discriminator) is ``None``, its reason is in
+        ``skipped`` and a ``UserWarning`` says so; the other networks convert as usual.
 
     Raises:
         UnsafePickleError: the pickle refers to a global outside the allow-list.
         NotASnapshotError: the pickle holds no network.
+        UnknownNetworkError: no network in the snapshot can be converted.
     """
     data = _unpickle(path)
     if not isinstance(data, dict) or not any(
@@ -305,14 +335,24 @@ def load_official_pickle(path: Any, convert: bool = True) -> dict[str, Any]:
             f"'G_ema', found {found}."
         )
     out: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
     for key in SNAPSHOT_NETWORK_KEYS:
         obj = data.get(key)
         if obj is None:
             out[key] = None
         elif not isinstance(obj, ModuleStub):
             raise NotASnapshotError(f"{path}: entry {key!r} is a {type(obj).__name__}, not a network.")
+        elif convert and (reason := unsupported_reason(key, obj)) is not None:
+            out[key] = None
+            skipped[key] = reason
+            warnings.warn(f"{path}: {reason}", stacklevel=2)
         else:
             out[key] = convert_network(obj) if convert else obj
+    if convert and all(out[k] is None for k in SNAPSHOT_NETWORK_KEYS):
+        raise UnknownNetworkError(
+            f"{path}: no network in the snapshot can be converted: {' '.join(skipped.values())}"
+        )
+    out["skipped"] = skipped
     out["augment_pipe"] = _read_augment_pipe(data.get("augment_pipe"))
     tsk = data.get("training_set_kwargs")
     out["training_set_kwargs"] = _plain(tsk) if isinstance(tsk, dict) else None

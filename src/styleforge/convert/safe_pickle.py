@@ -17,6 +17,12 @@ pickle globals from a fixed allow-list only:
 - ``collections.OrderedDict``, ``builtins.set`` -> themselves; ``dnnlib.util.EasyDict`` -> a plain ``dict``;
 - ``torch.nn.modules.sparse.Embedding`` -> a :class:`ModuleStub` holding its state (StyleGAN-XL).
 
+StyleGAN-XL snapshots also hold a projected discriminator built from ordinary ``torch.nn`` modules, timm feature
+networks and the ``pg_modules`` / ``feature_networks`` packages of the StyleGAN-XL code (see
+:data:`INERT_NAMESPACES`). Their globals become :class:`InertObject` subclasses: recording stubs that keep the
+global's name, the arguments the pickle passes and the state it BUILDs, and never import or call the real
+thing. Networks holding such stubs are not converted (:mod:`styleforge.convert.official` reports them).
+
 Any other global (``os.system``, ``builtins.eval``, ``subprocess.Popen``, an unknown class, ...) raises
 :class:`UnsafePickleError` naming it, before anything is called.
 """
@@ -27,10 +33,11 @@ import collections
 import io
 import os
 import pickle
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import numpy as np
 import torch
@@ -46,6 +53,11 @@ __all__ = [
     "safe_loads",
     "load_official_pickle",
     "ALLOWED_GLOBALS",
+    "InertObject",
+    "INERT_NAMESPACES",
+    "INERT_GLOBALS",
+    "inert_class",
+    "find_inert",
 ]
 
 
@@ -217,6 +229,128 @@ class _EmbeddingStub(ModuleStub):
 
 
 # ------------------------------------------------------------------------------------------------------------
+# Inert stubs for the classes of StyleGAN-XL's projected discriminator.
+# ------------------------------------------------------------------------------------------------------------
+
+#: module prefixes whose every global (class or function) is read as an inert stub: timm feature networks and
+#: the discriminator packages of the StyleGAN-XL / Projected GAN code
+INERT_NAMESPACES = ("timm", "pg_modules", "feature_networks")
+#: module prefix whose ``torch.nn.Module`` subclasses are read as inert stubs (checked against torch itself)
+_TORCH_MODULES_PREFIX = "torch.nn.modules."
+#: further single globals read as inert stubs: spectral-norm hook objects (``torch.nn.utils.spectral_norm``),
+#: torch's hook wrapper, ``functools.partial`` (a stubbed partial of a stub calls nothing), and the helpers
+#: dill uses to write functions by value (the DeiT feature network's forward hooks are closures); those never
+#: build a code object or a function here, they only record their arguments
+INERT_GLOBALS = frozenset(
+    {
+        "torch.nn.utils.spectral_norm.SpectralNorm",
+        "torch.nn.utils.spectral_norm.SpectralNormStateDictHook",
+        "torch.nn.utils.spectral_norm.SpectralNormLoadStateDictPreHook",
+        "torch.nn.modules.module._WrappedHook",
+        "functools.partial",
+        "dill._dill._create_function",
+        "dill._dill._create_code",
+        "dill._dill._create_cell",
+        "dill._dill._create_namedtuple",
+        "dill._dill._create_type",
+        "dill._dill._load_type",
+        "dill._dill._import_module",
+        "dill._dill._get_attr",
+        "dill._dill._setattr",
+    }
+)
+
+
+class InertObject(ModuleStub):
+    """A recording stand-in for a pickled global we do not trust enough to import or call.
+
+    Every such global becomes its own subclass (:func:`inert_class`), so that pickle's NEWOBJ opcode (which
+    needs a class) works. Creating, calling or BUILDing an inert object only records what the pickle passed;
+    nothing from the file, and nothing named by it, ever runs.
+
+    Attributes:
+        global_name: the pickled global, ``"timm.models.efficientnet.EfficientNet"`` (also ``class_name``).
+        call_args, call_kwargs: the arguments the pickle constructed or called it with.
+        raw_state: the BUILD state exactly as pickled (``None`` if there was none); when it is a module
+            ``__dict__`` it is also available as ``state`` (see :class:`ModuleStub`).
+    """
+
+    global_name: ClassVar[str] = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> InertObject:
+        obj = object.__new__(cls)
+        obj.class_name = cls.global_name
+        obj.call_args = args
+        obj.call_kwargs = kwargs
+        obj.raw_state = None
+        obj.state = {}
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Arguments were recorded by ``__new__``; nothing else happens."""
+
+    def __setstate__(self, state: Any) -> None:
+        self.raw_state = state
+        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict):
+            state = {**state[0], **(state[1] if isinstance(state[1], dict) else {})}
+        self.state = dict(state) if isinstance(state, dict) else {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> InertObject:
+        """Calling a stub (dill's ``_load_type(...)(...)``) gives another stub recording the call."""
+        return inert_class(f"{self.global_name}(...)")(*args, **kwargs)
+
+
+def inert_class(global_name: str) -> type[InertObject]:
+    """A new :class:`InertObject` subclass standing for ``global_name``."""
+    return type("InertObject", (InertObject,), {"global_name": global_name, "__slots__": ()})
+
+
+def _is_torch_module_class(module: str, name: str) -> bool:
+    """``module.name`` is an ``nn.Module`` subclass in torch (looked up in already imported torch modules)."""
+    mod = sys.modules.get(module)
+    obj = getattr(mod, name, None) if mod is not None and name.isidentifier() else None
+    return isinstance(obj, type) and issubclass(obj, torch.nn.Module)
+
+
+def _is_inert_global(module: str, name: str) -> bool:
+    full = f"{module}.{name}"
+    if full in INERT_GLOBALS:
+        return True
+    if module.startswith(_TORCH_MODULES_PREFIX):
+        return _is_torch_module_class(module, name)
+    parts = [*module.split("."), *name.split(".")]
+    return module.split(".")[0] in INERT_NAMESPACES and all(p.isidentifier() for p in parts)
+
+
+def find_inert(obj: Any) -> list[str]:
+    """The global names of every :class:`InertObject` reachable from ``obj`` (sorted, without repeats).
+
+    Walks dicts, lists, tuples, sets, module states and the recorded arguments and states of inert stubs.
+    """
+    found: set[str] = set()
+    seen: set[int] = set()
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, InertObject):
+            found.add(item.global_name)
+            stack.extend([item.call_args, item.call_kwargs, item.raw_state])
+        if isinstance(item, ModuleStub):
+            stack.append(item.state)
+            if isinstance(item, PersistentObject):
+                stack.extend([item.init_args, item.init_kwargs])
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+    return sorted(found)
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Safe constructors for tensors, storages and numpy values.
 # ------------------------------------------------------------------------------------------------------------
 
@@ -380,17 +514,29 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
 
 
 class SafeUnpickler(pickle.Unpickler):
-    """A ``pickle.Unpickler`` that resolves globals only from :data:`ALLOWED_GLOBALS`.
+    """A ``pickle.Unpickler`` that resolves globals only from :data:`ALLOWED_GLOBALS` and inert stubs.
+
+    Globals in :data:`INERT_NAMESPACES`, :data:`INERT_GLOBALS` and ``nn.Module`` subclasses under
+    ``torch.nn.modules`` resolve to :func:`inert_class` stubs.
 
     ``numpy.dtype`` is special: pickles call it and then BUILD the result with ``dtype.__setstate__``; both
     are harmless. Persistent ids (``torch.save``'s own format) are refused: official snapshots do not use
     them.
     """
 
+    def __init__(self, file: IO[bytes]) -> None:
+        super().__init__(file)
+        self._inert_classes: dict[str, type[InertObject]] = {}  # one stub class per global in this file
+
     def find_class(self, module: str, name: str) -> Any:
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
+            if _is_inert_global(module, name):
+                full = f"{module}.{name}"
+                if full not in self._inert_classes:
+                    self._inert_classes[full] = inert_class(full)
+                return self._inert_classes[full]
             raise UnsafePickleError(
                 f"The pickle refers to the global '{module}.{name}', which styleforge does not allow "
                 "(only tensors, numpy arrays and official network state are loaded; nothing is executed). "
