@@ -71,3 +71,19 @@ def test_video_cli_rotate_and_bad_seeds(saved_network, tmp_path):
     result = CliRunner().invoke(cli, ["video", "--network", str(saved_network), "--seeds", "a-b",
                                       "--out", str(tmp_path / "x.gif"), "--device", "cpu"])
     assert result.exit_code != 0 and "Bad seed" in result.output and "Traceback" not in result.output
+
+
+def test_analysis_commands_accept_builtin_networks(image_folder, tmp_path, monkeypatch):
+    """``--network builtin:emoji`` is a network spec, not a path: spectrum and video must accept it."""
+    monkeypatch.setattr(video_mod, "_import_imageio", lambda: None)
+    result = CliRunner().invoke(cli, ["video", "--network", "builtin:emoji", "--seeds", "0-1", "--frames-per-seed",
+                                      "2", "--out", str(tmp_path / "v.gif"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "v.gif") as im:
+        assert im.n_frames == 4 and im.size == (32, 32)
+    result = CliRunner().invoke(cli, ["spectrum", "--network", "builtin:emoji", "--data", str(image_folder),
+                                      "--num", "4", "--out", str(tmp_path / "spec"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["video", "--network", str(tmp_path / "missing"), "--seeds", "0-1",
+                                      "--out", str(tmp_path / "w.gif"), "--device", "cpu"])
+    assert result.exit_code != 0 and "does not exist" in result.output

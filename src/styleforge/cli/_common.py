@@ -10,7 +10,10 @@ import click
 
 from styleforge.utils.errors import StyleforgeError
 
-__all__ = ["user_errors", "pick_device"]
+__all__ = ["user_errors", "pick_device", "load_generator", "NETWORK_HELP"]
+
+#: help text of every --network option
+NETWORK_HELP = "Network: a styleforge directory, an official .pkl snapshot or builtin:NAME (G_ema is used)."
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -33,3 +36,15 @@ def pick_device(name: str | None) -> str:
     if name in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
+
+
+def load_generator(network: str, device: str):  # noqa: ANN201  (a styleforge Network)
+    """The generator of a saved network (our format, an official pickle or ``builtin:NAME``): ``G_ema``, else ``G``."""
+    from styleforge.loading import load
+    from styleforge.utils.errors import UserInputError
+
+    nets = load(network, device=device)
+    G = nets.G_ema if nets.G_ema is not None else nets.G
+    if G is None:
+        raise UserInputError(f"{network} holds no generator (neither G_ema nor G).")
+    return G.eval().requires_grad_(False).to(device)

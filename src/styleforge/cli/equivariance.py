@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from styleforge.cli._common import pick_device, user_errors
+from styleforge.cli._common import NETWORK_HELP, pick_device, user_errors
 from styleforge.utils.errors import UserInputError
 
 __all__ = ["command"]
@@ -16,9 +16,8 @@ _METRICS = {"eqt_int": "EQ-T", "eqt_frac": "EQ-T_frac", "eqr": "EQ-R"}
 @click.command("equivariance")
 @click.option(
     "--network",
-    type=click.Path(exists=True),
     default=None,
-    help="A styleforge directory or an official pickle (G_ema is used).",
+    help=NETWORK_HELP,
 )
 @click.option(
     "--model",

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import click
 
-from styleforge.cli._common import pick_device, user_errors
+from styleforge.cli._common import NETWORK_HELP, load_generator, pick_device, user_errors
 
-__all__ = ["command", "load_generator"]
-
-
-def load_generator(network: str, device: str):  # noqa: ANN201  (a styleforge Network)
-    """The generator of a saved network (our format or an official pickle): ``G_ema``, else ``G``."""
-    import styleforge
-    from styleforge.utils.errors import UserInputError
-
-    nets = styleforge.load(network, device=device)
-    G = nets.G_ema if nets.G_ema is not None else nets.G
-    if G is None:
-        raise UserInputError(f"{network} holds no generator (neither G_ema nor G).")
-    return G.eval().requires_grad_(False).to(device)
+__all__ = ["command"]
 
 
 @click.command("spectrum")
@@ -26,8 +14,7 @@ def load_generator(network: str, device: str):  # noqa: ANN201  (a styleforge Ne
     "--network",
     "network",
     required=True,
-    type=click.Path(exists=True),
-    help="Saved network: a styleforge directory or an official .pkl.",
+    help=NETWORK_HELP,
 )
 @click.option("--data", default=None, help="Dataset to compare with: a folder, a zip or 'emoji'.")
 @click.option(

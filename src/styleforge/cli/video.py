@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from styleforge.cli._common import pick_device, user_errors
+from styleforge.cli._common import NETWORK_HELP, load_generator, pick_device, user_errors
 
 __all__ = ["command"]
 
@@ -24,8 +24,7 @@ def _parse_grid(text: str) -> tuple[int, int]:
     "--network",
     "network",
     required=True,
-    type=click.Path(exists=True),
-    help="Saved network: a styleforge directory or an official .pkl.",
+    help=NETWORK_HELP,
 )
 @click.option("--seeds", required=True, help="Keyframe seeds, e.g. '0-3' or '0,5,7'.")
 @click.option(
@@ -98,7 +97,6 @@ def command(
 ) -> None:
     """Render a video of the network to OUT."""
     from styleforge.analysis.video import VideoOptions, render_video
-    from styleforge.cli.spectrum import load_generator
     from styleforge.utils.errors import UserInputError
     from styleforge.utils.seeding import parse_seeds
 
