@@ -32,6 +32,8 @@ __all__ = [
     "synthesis_key_rules",
     "mapping_key_rules",
     "check_layer_schedule",
+    "plain_number",
+    "stored_kwargs",
 ]
 
 _LAYER_NAME = re.compile(r"L(\d+)_(\d+)_(\d+)")
@@ -88,12 +90,13 @@ _FLOAT_LAYER_ATTRS = ("in_cutoff", "out_cutoff", "in_half_width", "out_half_widt
 _ATTR_RTOL = 1e-9
 
 
-def _plain(value: Any) -> Any:
+def plain_number(value: Any) -> Any:
     """numpy scalars -> Python numbers (constructor kwargs pickled with numpy types)."""
     return value.item() if hasattr(value, "item") and getattr(value, "size", 1) == 1 else value
 
 
-def _kwargs(obj: ModuleStub) -> dict[str, Any]:
+def stored_kwargs(obj: ModuleStub) -> dict[str, Any]:
+    """The constructor kwargs of a persistent object (empty for a plain module stub)."""
     return dict(obj.init_kwargs) if isinstance(obj, PersistentObject) else {}
 
 
@@ -125,7 +128,7 @@ def can_convert_generator(obj: ModuleStub) -> bool:
         return False
     if not _is_mapping_sg3(mapping):
         return False
-    kwargs = _kwargs(obj)
+    kwargs = stored_kwargs(obj)
     known = set(_TOP_KWARGS) | set(_SYNTHESIS_KWARGS) | {"mapping_kwargs"}
     if set(kwargs) - known:
         return False  # e.g. StyleGAN-XL options; let another converter try
@@ -142,11 +145,11 @@ def stylegan3_config_from_kwargs(kwargs: dict[str, Any]) -> StyleGAN3Config:
                 if mkey not in _MAPPING_KWARGS:
                     unknown.append(f"mapping_kwargs.{mkey}")
                 else:
-                    fields[_MAPPING_KWARGS[mkey]] = _plain(mvalue)
+                    fields[_MAPPING_KWARGS[mkey]] = plain_number(mvalue)
         elif key in _TOP_KWARGS:
-            fields[_TOP_KWARGS[key]] = int(_plain(value))
+            fields[_TOP_KWARGS[key]] = int(plain_number(value))
         elif key in _SYNTHESIS_KWARGS:
-            fields[_SYNTHESIS_KWARGS[key]] = _plain(value)
+            fields[_SYNTHESIS_KWARGS[key]] = plain_number(value)
         else:
             unknown.append(key)
     if unknown:
@@ -223,8 +226,8 @@ def check_layer_schedule(net: StyleGAN3Generator, synthesis: ModuleStub, names: 
         stub, layer = synthesis.get_submodule(name), ours.layers[idx]
         for attr in _CHECKED_LAYER_ATTRS:
             stored = stub.attr(attr)
-            if stored is not None and _plain(stored) != getattr(layer, attr):
-                problems.append(f"{name}.{attr} = {_plain(stored)} vs {getattr(layer, attr)}")
+            if stored is not None and plain_number(stored) != getattr(layer, attr):
+                problems.append(f"{name}.{attr} = {plain_number(stored)} vs {getattr(layer, attr)}")
         for attr in _FLOAT_LAYER_ATTRS:
             stored = stub.attr(attr)
             if stored is not None and not math.isclose(
@@ -248,7 +251,7 @@ def check_layer_schedule(net: StyleGAN3Generator, synthesis: ModuleStub, names: 
 
 def convert_generator(obj: ModuleStub) -> StyleGAN3Generator:
     """Build a :class:`StyleGAN3Generator` from an official ``Generator`` stub and load its weights."""
-    config = stylegan3_config_from_kwargs(_kwargs(obj))
+    config = stylegan3_config_from_kwargs(stored_kwargs(obj))
     net = StyleGAN3Generator(config)
     synthesis = obj.get_submodule("synthesis")
     names = sorted(

@@ -34,7 +34,13 @@ import numpy as np
 import torch
 
 from styleforge.convert.official import ConversionError, KeyRule, remap_state_dict
-from styleforge.convert.official_stylegan3 import check_layer_schedule, mapping_key_rules, synthesis_key_rules
+from styleforge.convert.official_stylegan3 import (
+    check_layer_schedule,
+    mapping_key_rules,
+    plain_number,
+    stored_kwargs,
+    synthesis_key_rules,
+)
 from styleforge.convert.safe_pickle import ModuleStub, PersistentObject
 from styleforge.models.stylegan_xl import SUPERRES_SCHEDULE_CRITICAL, StyleGANXLConfig, StyleGANXLGenerator
 
@@ -73,15 +79,6 @@ _MAPPING_IGNORED = {"rand_embedding"}
 _SYNTHESIS_STRUCTURAL = {"w_dim", "img_resolution", "img_channels"}
 _MAPPING_STRUCTURAL = {"z_dim", "c_dim", "w_dim", "num_ws"}
 _ROUNDING_TOLERANCE = 1e-3
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars -> Python numbers."""
-    return value.item() if hasattr(value, "item") and getattr(value, "size", 1) == 1 else value
-
-
-def _kwargs(obj: ModuleStub) -> dict[str, Any]:
-    return dict(obj.init_kwargs) if isinstance(obj, PersistentObject) else {}
 
 
 def _fail(msg: str) -> ConversionError:
@@ -132,32 +129,32 @@ def _layer_names(synthesis: ModuleStub) -> list[str]:
 
 
 def _synthesis_fields(synthesis: ModuleStub) -> dict[str, Any]:
-    kwargs = _kwargs(synthesis)
+    kwargs = stored_kwargs(synthesis)
     unknown = set(kwargs) - set(_SYNTHESIS_DEFAULTS) - _SYNTHESIS_STRUCTURAL
     if unknown:
         raise _fail(f"unsupported synthesis constructor argument(s) {sorted(unknown)}.")
-    fields = {k: _plain(kwargs.get(k, default)) for k, default in _SYNTHESIS_DEFAULTS.items()}
+    fields = {k: plain_number(kwargs.get(k, default)) for k, default in _SYNTHESIS_DEFAULTS.items()}
     if fields["conv_clamp"] is not None:
         fields["conv_clamp"] = float(fields["conv_clamp"])
     for key in ("img_resolution", "img_channels", "w_dim"):
         value = kwargs.get(key, synthesis.attr(key))
         if value is None:
             raise _fail(f"the synthesis network does not record {key}.")
-        fields[key] = int(_plain(value))
+        fields[key] = int(plain_number(value))
     return fields
 
 
 def _mapping_fields(mapping: ModuleStub) -> dict[str, Any]:
-    kwargs = _kwargs(mapping)
+    kwargs = stored_kwargs(mapping)
     unknown = set(kwargs) - set(_MAPPING_FIELDS) - _MAPPING_IGNORED - _MAPPING_STRUCTURAL
     if unknown:
         raise _fail(f"unsupported mapping constructor argument(s) {sorted(unknown)}.")
-    fields = {field: _plain(kwargs.get(key, default)) for key, (field, default) in _MAPPING_FIELDS.items()}
+    fields = {field: plain_number(kwargs.get(key, default)) for key, (field, default) in _MAPPING_FIELDS.items()}
     for key in ("z_dim", "c_dim"):
         value = kwargs.get(key, mapping.attr(key))
         if value is None:
             raise _fail(f"the mapping network does not record {key}.")
-        fields[key] = int(_plain(value))
+        fields[key] = int(plain_number(value))
     table = mapping.get_submodule("embed").parameters_dict["weight"]
     rows, fields["embed_dim"] = int(table.shape[0]), int(table.shape[1])
     # The table matters only for conditional networks; None means "one row per class".
@@ -172,7 +169,7 @@ def _starts_stage(stub: ModuleStub) -> bool:
     the size; only ToRGB also keeps all three, so it is excluded.
     """
     same = all(
-        _plain(stub.attr(f"in_{k}")) == _plain(stub.attr(f"out_{k}"))
+        plain_number(stub.attr(f"in_{k}")) == plain_number(stub.attr(f"out_{k}"))
         for k in ("cutoff", "sampling_rate", "channels")
     )
     size_in, size_out = stub.attr("in_size"), stub.attr("out_size")
@@ -202,8 +199,8 @@ def _stage_resolution(stubs: list[ModuleStub], head_layers: int) -> int | None:
     """Resolution of an earlier stage from its first two layers' cutoffs (``None`` if one layer is left)."""
     if len(stubs) < 2:
         return None
-    first = float(_plain(stubs[0].attr("out_cutoff")))
-    second = float(_plain(stubs[1].attr("out_cutoff")))
+    first = float(plain_number(stubs[0].attr("out_cutoff")))
+    second = float(plain_number(stubs[1].attr("out_cutoff")))
     last_cutoff = first * (second / first) ** (head_layers - SUPERRES_SCHEDULE_CRITICAL)
     resolution = 2 * last_cutoff
     rounded = 2 ** round(math.log2(resolution))
@@ -223,21 +220,21 @@ def stylegan_xl_config_from_stub(obj: ModuleStub) -> StyleGANXLConfig:
         return StyleGANXLConfig(**fields)
 
     # A super-resolution generator: stages from the layer numbering.
-    kwargs = _kwargs(obj)
+    kwargs = stored_kwargs(obj)
     runs = _stage_runs(names, synthesis, stem_layers - num_critical)
     if not runs:
         raise _fail(f"{len(names)} layers, but the stem alone has {stem_layers + 1}.")
     heads = [len(run) + num_critical for run in runs[:-1]] + [len(runs[-1]) - 1]
-    if "head_layers" in kwargs and int(_plain(kwargs["head_layers"])) != heads[-1]:
+    if "head_layers" in kwargs and int(plain_number(kwargs["head_layers"])) != heads[-1]:
         raise _fail(f"head_layers={kwargs['head_layers']} but the last stage has {len(runs[-1])} layers.")
-    final_res = int(_plain(kwargs.get("img_resolution", obj.attr("img_resolution"))))
+    final_res = int(plain_number(kwargs.get("img_resolution", obj.attr("img_resolution"))))
     resolutions: list[int | None] = [
         _stage_resolution([synthesis.get_submodule(name) for name in run], h)
         for run, h in zip(runs[:-1], heads[:-1], strict=True)
     ] + [final_res]
     stem_res = fields["img_resolution"]
     if "up_factor" in kwargs and len(resolutions) >= 2:  # the stage before the last one, from up_factor
-        before_last = final_res // int(_plain(kwargs["up_factor"]))
+        before_last = final_res // int(plain_number(kwargs["up_factor"]))
         if resolutions[-2] not in (None, before_last):
             raise _fail(
                 f"the layers give {resolutions[-2]} px before the last stage, up_factor gives {before_last}."
@@ -249,7 +246,7 @@ def stylegan_xl_config_from_stub(obj: ModuleStub) -> StyleGANXLConfig:
     ups = [b // a for a, b in zip(chain[:-1], chain[1:], strict=True)]
     if any(a * u != b for a, u, b in zip(chain[:-1], ups, chain[1:], strict=True)):
         raise _fail(f"stage resolutions {chain} are not integer multiples of each other.")
-    if "up_factor" in kwargs and int(_plain(kwargs["up_factor"])) != ups[-1]:
+    if "up_factor" in kwargs and int(plain_number(kwargs["up_factor"])) != ups[-1]:
         raise _fail(
             f"up_factor={kwargs['up_factor']} but the last stage goes from {chain[-2]} to {chain[-1]} px."
         )
