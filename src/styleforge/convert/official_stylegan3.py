@@ -32,6 +32,7 @@ __all__ = [
     "synthesis_key_rules",
     "mapping_key_rules",
     "check_layer_schedule",
+    "has_stylegan3_synthesis",
     "plain_number",
     "stored_kwargs",
 ]
@@ -113,19 +114,27 @@ def _is_mapping_sg3(mapping: ModuleStub) -> bool:
     return w_avg is not None and w_avg.ndim == 1
 
 
-def can_convert_generator(obj: ModuleStub) -> bool:
-    """True for an official StyleGAN3 generator (judged from its stored structure and constructor kwargs)."""
+def has_stylegan3_synthesis(obj: ModuleStub) -> bool:
+    """``obj`` has a mapping network and a StyleGAN3-type synthesis network: a Fourier-feature input (buffers
+    ``freqs``, ``phases``, ``transform``) followed by layers named ``L<i>_<size>_<channels>``. StyleGAN3 and
+    StyleGAN-XL generators both do; their mapping networks tell them apart."""
     try:
         synthesis = obj.get_submodule("synthesis")
-        mapping = obj.get_submodule("mapping")
+        obj.get_submodule("mapping")
         inp = synthesis.get_submodule("input")
     except KeyError:
         return False
     if not {"freqs", "phases", "transform"} <= set(inp.buffers_dict):
         return False
     layer_names = [n for n in synthesis.children if n != "input"]
-    if not layer_names or not all(_LAYER_NAME.fullmatch(n) for n in layer_names):
+    return bool(layer_names) and all(_LAYER_NAME.fullmatch(n) for n in layer_names)
+
+
+def can_convert_generator(obj: ModuleStub) -> bool:
+    """True for an official StyleGAN3 generator (judged from its stored structure and constructor kwargs)."""
+    if not has_stylegan3_synthesis(obj):
         return False
+    mapping = obj.get_submodule("mapping")
     if not _is_mapping_sg3(mapping):
         return False
     kwargs = stored_kwargs(obj)

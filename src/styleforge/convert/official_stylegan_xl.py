@@ -36,6 +36,7 @@ import torch
 from styleforge.convert.official import ConversionError, KeyRule, remap_state_dict
 from styleforge.convert.official_stylegan3 import (
     check_layer_schedule,
+    has_stylegan3_synthesis,
     mapping_key_rules,
     plain_number,
     stored_kwargs,
@@ -87,18 +88,9 @@ def _fail(msg: str) -> ConversionError:
 
 def can_convert_generator(obj: ModuleStub) -> bool:
     """True for an official StyleGAN-XL generator (stem or super-res), judged from its stored structure."""
-    try:
-        synthesis = obj.get_submodule("synthesis")
-        mapping = obj.get_submodule("mapping")
-        inp = synthesis.get_submodule("input")
-    except KeyError:
+    if not has_stylegan3_synthesis(obj):
         return False
-    if not {"freqs", "phases", "transform"} <= set(inp.buffers_dict):
-        return False
-    names = [n for n in synthesis.children if n != "input"]
-    if not names or not all(_LAYER_NAME.fullmatch(n) for n in names):
-        return False
-    embed = mapping.children.get("embed")
+    embed = obj.get_submodule("mapping").children.get("embed")
     return embed is not None and _is_embedding(embed)
 
 
