@@ -10,6 +10,11 @@ Networks are rebuilt from ``config.json`` (never unpickled) and their weights lo
 unexpected tensor is an error that lists them. :func:`load` also accepts an official training pickle, which is
 read without executing anything and converted (:mod:`styleforge.convert.official`), and ``builtin:NAME`` for
 the networks shipped in ``styleforge/assets/NAME/``.
+
+It also reads, without executing anything: a training run directory (its newest ``network-snapshot-*``), a
+``training_state.pt`` (its ``G_ema``, ``G`` and ``D``, with the architecture of a snapshot of the same run) and
+rosinality/stylegan2-pytorch checkpoints (:mod:`styleforge.convert.rosinality`); those ``.pt`` files are read
+with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ class LoadedNetworks:
         G, D, G_ema: the networks present in the file (``None`` when absent), in eval mode, on the requested
             device.
         config: the parsed ``config.json`` (for an official pickle: a summary of what was converted).
-        source: ``"styleforge"`` or ``"official"``.
+        source: ``"styleforge"``, ``"official"``, ``"training_state"`` or ``"rosinality"``.
         augment_p: the ADA augmentation probability ``p`` stored with the networks, if any.
         training_set_kwargs: the dataset options stored with an official snapshot (or in ``extra``), if any.
         path: the file or directory that was read.
@@ -159,11 +164,38 @@ def _assets_dir() -> Path:
     return Path(__file__).resolve().parent / "assets"
 
 
+#: the training loop's names: snapshot directories ``network-snapshot-<kimg>`` and the full training state
+SNAPSHOT_PREFIX = "network-snapshot-"
+STATE_NAME = "training_state.pt"
+
+
+def _snapshots(run_dir: Path) -> list[Path]:
+    """The network snapshots of a run directory, oldest first (by the kimg in their names)."""
+    found = []
+    for d in run_dir.glob(SNAPSHOT_PREFIX + "*"):
+        tail = d.name[len(SNAPSHOT_PREFIX) :]
+        if d.is_dir() and tail.isdigit() and (d / CONFIG_NAME).is_file():
+            found.append((int(tail), d))
+    return [d for _, d in sorted(found)]
+
+
+def _has_networks(directory: Path) -> bool:
+    try:
+        config = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return True  # let the loader report the broken file
+    return not isinstance(config, dict) or "networks" in config
+
+
 def resolve_path(spec: str | os.PathLike) -> tuple[str, Path]:
     """Work out what ``spec`` is.
 
+    A training run directory resolves to its newest snapshot (``network-snapshot-*``), or to its
+    ``training_state.pt`` when it has no snapshot.
+
     Returns:
-        ``("styleforge", directory)`` or ``("official", pickle file)``.
+        ``("styleforge", directory)``, ``("official", pickle file)`` or ``("torch", .pt file)`` (a training state
+        or a rosinality checkpoint).
 
     Raises:
         UserInputError: missing file, unknown built-in, or a file that is neither format.
@@ -189,11 +221,22 @@ def resolve_path(spec: str | os.PathLike) -> tuple[str, Path]:
             f"{WEIGHTS_NAME}, an official .pkl snapshot, or builtin:NAME."
         )
     if p.is_dir():
-        if not (p / CONFIG_NAME).is_file():
-            raise UserInputError(
-                f"{p} is a directory without {CONFIG_NAME}; it is not a saved styleforge network."
-            )
-        return FORMAT_NAME, p
+        if (p / CONFIG_NAME).is_file() and _has_networks(p):
+            return FORMAT_NAME, p
+        snapshots = _snapshots(p)
+        if snapshots:
+            return FORMAT_NAME, snapshots[-1]
+        if (p / STATE_NAME).is_file():
+            return "torch", p / STATE_NAME
+        has_config = (p / CONFIG_NAME).is_file()
+        what = f"a directory whose {CONFIG_NAME} holds no networks, with" if has_config else (
+            f"a directory without {CONFIG_NAME} and with"
+        )
+        raise UserInputError(
+            f"{p} is {what} no {SNAPSHOT_PREFIX}*/ snapshot or {STATE_NAME} either. Expected a saved styleforge "
+            f"network (a directory with {CONFIG_NAME} + {WEIGHTS_NAME}), a training run directory (holding "
+            f"{SNAPSHOT_PREFIX}NNNNNN/ or {STATE_NAME}), an official .pkl, a .pt checkpoint or builtin:NAME."
+        )
     if p.name == CONFIG_NAME or p.suffix == ".safetensors":
         if not (p.parent / CONFIG_NAME).is_file():
             raise UserInputError(f"{p} has no {CONFIG_NAME} next to it; styleforge needs both files.")
@@ -203,11 +246,7 @@ def resolve_path(spec: str | os.PathLike) -> tuple[str, Path]:
     if head.startswith(_PICKLE_MAGIC):
         return "official", p
     if head.startswith(_ZIP_MAGIC):
-        raise UserInputError(
-            f"{p} is a zip archive (a torch.save checkpoint?), not an official snapshot or a styleforge "
-            "directory. "
-            "styleforge reads official .pkl snapshots and its own config.json + model.safetensors format."
-        )
+        return "torch", p
     raise UserInputError(
         f"{p}: unknown format. Expected an official .pkl snapshot, a styleforge directory, "
         f"its {CONFIG_NAME} or "
@@ -319,12 +358,69 @@ def _load_official(path: Path) -> LoadedNetworks:
     )
 
 
+def _state_architecture(state_file: Path) -> dict[str, Any]:
+    """The network descriptions of a training state: those of a snapshot of the same run (the state holds weights
+    and the training config, not the architecture)."""
+    snapshots = _snapshots(state_file.parent)
+    if not snapshots:
+        raise UserInputError(
+            f"{state_file} holds the weights but not the architecture of its networks, and there is no "
+            f"{SNAPSHOT_PREFIX}*/ snapshot next to it to take it from. Give the run directory with its snapshots, or "
+            "a snapshot directory."
+        )
+    config = json.loads((snapshots[-1] / CONFIG_NAME).read_text(encoding="utf-8"))
+    return dict(config.get("networks") or {})
+
+
+def _load_torch(path: Path) -> LoadedNetworks:
+    """A ``training_state.pt`` (our training loop's) or a rosinality checkpoint, read with ``weights_only=True``."""
+    from styleforge.convert.rosinality import is_rosinality_checkpoint, load_rosinality, read_checkpoint
+
+    try:
+        data = read_checkpoint(path)
+    except UserInputError as e:
+        raise UserInputError(
+            f"{path} is a zip archive (a torch.save checkpoint) that styleforge cannot read: {e}"
+        ) from None
+    if "format_version" in data and isinstance(data.get("G_ema"), dict):
+        descriptions = _state_architecture(path)
+        nets: dict[str, Network] = {}
+        for name, desc in descriptions.items():
+            if not isinstance(data.get(name), dict):
+                continue
+            net = network_from_description(desc)
+            try:
+                net.load_state_dict(data[name], strict=True)
+            except RuntimeError as e:
+                raise UserInputError(
+                    f"{path}: the {name} weights do not fit the architecture of the run's newest snapshot "
+                    f"({str(e).splitlines()[0]})."
+                ) from None
+            nets[name] = net.eval()
+        config = {"format": "training_state", "networks": {n: net.describe() for n, net in nets.items()}}
+        return LoadedNetworks(G=nets.get("G"), D=nets.get("D"), G_ema=nets.get("G_ema"), config=config,
+                              source="training_state", augment_p=data.get("augment_p"), path=str(path))
+    if is_rosinality_checkpoint(data):
+        nets = load_rosinality(path, data=data)
+        config = {"format": "rosinality", "args": nets["args"],
+                  "networks": {n: nets[n].describe() for n in NETWORK_NAMES if nets.get(n) is not None}}
+        return LoadedNetworks(G=nets["G"], D=nets["D"], G_ema=nets["G_ema"], config=config, source="rosinality",
+                              path=str(path))
+    raise UserInputError(
+        f"{path} is a zip archive (a torch.save checkpoint) but neither a styleforge {STATE_NAME} nor a "
+        f"rosinality/stylegan2-pytorch checkpoint (keys: {sorted(map(str, data))[:8]}). styleforge reads those, "
+        "official .pkl snapshots and its own config.json + model.safetensors format."
+    )
+
+
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedNetworks:
     """Load networks from our format, an official pickle, or a built-in.
 
     Args:
         path: a styleforge directory, its ``config.json`` or ``model.safetensors``, an official ``.pkl``
-            training snapshot (read safely, never executed), or ``builtin:NAME``.
+            training snapshot or TensorFlow pickle (read safely, never executed), a training run directory (its
+            newest snapshot), a ``training_state.pt``, a rosinality/stylegan2-pytorch ``.pt`` checkpoint, or
+            ``builtin:NAME``.
         device: where to put the networks.
 
     Returns:
@@ -335,7 +431,8 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedN
             do not match their config (the message lists missing and unexpected tensors).
     """
     kind, resolved = resolve_path(path)
-    loaded = _load_styleforge(resolved) if kind == FORMAT_NAME else _load_official(resolved)
+    readers = {FORMAT_NAME: _load_styleforge, "official": _load_official, "torch": _load_torch}
+    loaded = readers[kind](resolved)
     for name, net in loaded.networks().items():
         setattr(loaded, name, net.to(device))
     return loaded

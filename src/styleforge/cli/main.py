@@ -7,7 +7,6 @@ modules are imported only when their command runs (or when ``--help`` lists them
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 import click
 
@@ -22,21 +21,40 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "spectrum": ("styleforge.cli.spectrum", "Mean power spectrum of generated images vs a dataset."),
     "video": ("styleforge.cli.video", "Interpolation or StyleGAN3 translation/rotation video."),
     "equivariance": ("styleforge.cli.equivariance", "EQ-T / EQ-R equivariance of a StyleGAN3 network, in dB."),
+    "sticking": ("styleforge.cli.sticking", "Texture sticking: average of perturbed images, sliced image, sharpness."),
+    "contributions": ("styleforge.cli.contributions", "Share of each tRGB level in a skip generator's output."),
+    "droplets": ("styleforge.cli.droplets", "Detect localised feature-map spikes (droplet artifacts) per layer."),
     "project": ("styleforge.cli.project", "Project a real image into a generator's latent space."),
+    "explore": ("styleforge.cli.explore", "Explore networks interactively in a web browser (needs [ui])."),
 }
 
 
 class _LazyGroup(click.Group):
+    """Lists every entry of :data:`COMMANDS` (help text from the table, nothing imported) and imports a command's
+    module only when it runs. A listed command whose module is missing is an error, never silently hidden."""
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name, (mod, _) in COMMANDS.items() if importlib.util.find_spec(mod) is not None]
+        return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
         mod_name, _ = COMMANDS[name]
-        if importlib.util.find_spec(mod_name) is None:
-            return None
-        return importlib.import_module(mod_name).command
+        try:
+            module = importlib.import_module(mod_name)
+        except ModuleNotFoundError as e:
+            if e.name is not None and mod_name.startswith(e.name):
+                raise click.ClickException(
+                    f"The command {name!r} is registered but its module {mod_name} is missing; the styleforge "
+                    "installation is incomplete (reinstall it, or remove the entry from COMMANDS)."
+                ) from e
+            raise
+        return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, text) for name, (_, text) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -13,6 +13,13 @@ official keys with a regular expression and names the styleforge key (and an opt
 official key must be claimed by a rule, every styleforge key must be filled, and every shape must match;
 otherwise a :class:`ConversionError` lists all problems at once. The result is loaded with
 ``load_state_dict(strict=True)``.
+
+The TensorFlow releases of StyleGAN2 / StyleGAN2-ADA pickle a tuple ``(G, D, Gs)`` of
+``dnnlib.tflib.network.Network`` objects instead; :func:`load_official_pickle` reads it the same way (``Gs`` is
+``G_ema``) and :mod:`styleforge.convert.tensorflow_stylegan2` converts the networks.
+
+PGGAN: styleforge trains and saves its own PGGAN networks, but does not read the official PGGAN release's
+TensorFlow pickles (``G_paper`` / ``D_paper`` networks of the ``tfutil`` module); they are refused by name.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import Any
 
 import torch
 
-from styleforge.convert.safe_pickle import InertObject, ModuleStub, PersistentObject, find_inert
+from styleforge.convert.safe_pickle import InertObject, ModuleStub, PersistentObject, TFNetworkStub, find_inert
 from styleforge.convert.safe_pickle import load_official_pickle as _unpickle
 from styleforge.models.base import Network
 from styleforge.utils.errors import UserInputError
@@ -48,18 +55,25 @@ __all__ = [
 ]
 
 #: (can_convert, convert) pair of a family module's ``CONVERTERS`` list
-Converter = tuple[Callable[[ModuleStub], bool], Callable[[ModuleStub], Network]]
+Converter = tuple[Callable[[Any], bool], Callable[[Any], Network]]
 
-#: family modules asked in this order; a module that does not exist (yet) is skipped
+#: family modules asked in this order; every one must import (a missing module is an error, never skipped)
 CONVERTER_MODULES = (
     "styleforge.convert.official_stylegan2",
     "styleforge.convert.official_stylegan3",
     "styleforge.convert.official_stylegan_xl",
-    "styleforge.convert.official_pggan",
+    "styleforge.convert.tensorflow_stylegan2",
+)
+#: what the converters read, for error messages
+SUPPORTED_TEXT = (
+    "StyleGAN2(-ADA) G/D, StyleGAN3 G and StyleGAN-XL G training snapshots as written by the official PyTorch "
+    "code, and the (G, D, Gs) pickles of the TensorFlow StyleGAN2 / StyleGAN2-ADA releases"
 )
 
 #: the network entries of an official training snapshot
 SNAPSHOT_NETWORK_KEYS = ("G", "D", "G_ema")
+#: the TensorFlow releases pickle ``(G, D, Gs)``: our names in that order
+TF_PICKLE_ORDER = ("G", "D", "G_ema")
 
 #: how many problems of one kind a conversion error lists before summarising
 _MAX_LISTED = 12
@@ -210,17 +224,35 @@ def remap_state_dict(
 # ------------------------------------------------------------------------------------------------------------
 
 
-def converters() -> list[Converter]:
-    """All ``(can_convert, convert)`` pairs of the existing family modules in registry order."""
+def converters(stub_type: type = ModuleStub) -> list[Converter]:
+    """All ``(can_convert, convert)`` pairs of the family modules in registry order.
+
+    Args:
+        stub_type: the kind of pickled network to convert: :class:`ModuleStub` (PyTorch snapshots) or
+            :class:`TFNetworkStub`; a family module declares which it reads in ``STUB_TYPE`` (default
+            :class:`ModuleStub`).
+
+    Raises:
+        ImportError: a module of :data:`CONVERTER_MODULES` is missing or fails to import, or has no
+            ``CONVERTERS`` list (a broken installation must not look like an unsupported pickle).
+    """
     found: list[Converter] = []
     for name in CONVERTER_MODULES:
-        if importlib.util.find_spec(name) is None:
-            continue
-        found.extend(getattr(importlib.import_module(name), "CONVERTERS", []))
+        module = importlib.import_module(name)
+        if not isinstance(getattr(module, "CONVERTERS", None), list):
+            raise ImportError(f"converter module {name} has no CONVERTERS list")
+        if getattr(module, "STUB_TYPE", ModuleStub) is stub_type:
+            found.extend(module.CONVERTERS)
     return found
 
 
-def _describe_stub(obj: ModuleStub) -> str:
+def _describe_stub(obj: Any) -> str:
+    if isinstance(obj, TFNetworkStub):
+        keys = list(obj.collect_variables())
+        return (
+            f"TensorFlow network {obj.name!r} built by {obj.build_func_name!r}, arguments {obj.static_kwargs}, "
+            f"{len(keys)} variables (first: {keys[:4]})"
+        )
     kwargs = obj.init_kwargs if isinstance(obj, PersistentObject) else {}
     keys = list(obj.state_dict())
     return (
@@ -228,28 +260,27 @@ def _describe_stub(obj: ModuleStub) -> str:
     )
 
 
-def convert_network(obj: ModuleStub) -> Network:
-    """A styleforge network equal to the official network ``obj`` (a stub from the safe unpickler).
+def convert_network(obj: ModuleStub | TFNetworkStub) -> Network:
+    """A styleforge network equal to the official network ``obj`` (a stub from the safe unpickler: a PyTorch
+    module stub or a TensorFlow network).
 
     Raises:
         UnknownNetworkError: no converter recognises ``obj``'s structure.
         ConversionError: a converter recognised it but the weights do not fit.
     """
-    if not isinstance(obj, ModuleStub):
+    if not isinstance(obj, (ModuleStub, TFNetworkStub)):
         raise UnknownNetworkError(f"Expected a pickled network, got a {type(obj).__name__}.")
-    for can_convert, convert in converters():
+    for can_convert, convert in converters(TFNetworkStub if isinstance(obj, TFNetworkStub) else ModuleStub):
         if can_convert(obj):
             net = convert(obj)
             net.eval()
             return net
     raise UnknownNetworkError(
-        f"No converter recognises this official network ({_describe_stub(obj)}). "
-        "Supported: StyleGAN2(-ADA) G/D, "
-        "StyleGAN3 G, StyleGAN-XL G and PGGAN pickles as written by the official training code."
+        f"No converter recognises this official network ({_describe_stub(obj)}). Supported: {SUPPORTED_TEXT}."
     )
 
 
-def unsupported_reason(key: str, obj: ModuleStub) -> str | None:
+def unsupported_reason(key: str, obj: ModuleStub | TFNetworkStub) -> str | None:
     """Why the pickled network ``obj`` (stored under ``key``) cannot be converted, or ``None`` if it may be.
 
     A network is unsupported when it holds :class:`~styleforge.convert.safe_pickle.InertObject` stubs:
@@ -310,7 +341,8 @@ def load_official_pickle(path: Any, convert: bool = True) -> dict[str, Any]:
     """Read an official training snapshot and convert its networks.
 
     Args:
-        path: an official ``.pkl`` (StyleGAN2-ADA, StyleGAN3 or StyleGAN-XL training snapshot).
+        path: an official ``.pkl`` (StyleGAN2-ADA, StyleGAN3 or StyleGAN-XL training snapshot, or a TensorFlow
+            StyleGAN2 / StyleGAN2-ADA pickle ``(G, D, Gs)``).
         convert: ``False`` returns the raw stubs under ``G``/``D``/``G_ema`` instead of styleforge networks.
 
     Returns:
@@ -325,8 +357,12 @@ def load_official_pickle(path: Any, convert: bool = True) -> dict[str, Any]:
         UnknownNetworkError: no network in the snapshot can be converted.
     """
     data = _unpickle(path)
+    if isinstance(data, tuple) and len(data) == len(TF_PICKLE_ORDER) and all(
+        isinstance(net, TFNetworkStub) for net in data
+    ):
+        data = dict(zip(TF_PICKLE_ORDER, data, strict=True))  # (G, D, Gs); Gs is the moving average
     if not isinstance(data, dict) or not any(
-        isinstance(data.get(k), ModuleStub) for k in SNAPSHOT_NETWORK_KEYS
+        isinstance(data.get(k), (ModuleStub, TFNetworkStub)) for k in SNAPSHOT_NETWORK_KEYS
     ):
         found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise NotASnapshotError(
@@ -340,7 +376,7 @@ def load_official_pickle(path: Any, convert: bool = True) -> dict[str, Any]:
         obj = data.get(key)
         if obj is None:
             out[key] = None
-        elif not isinstance(obj, ModuleStub):
+        elif not isinstance(obj, (ModuleStub, TFNetworkStub)):
             raise NotASnapshotError(f"{path}: entry {key!r} is a {type(obj).__name__}, not a network.")
         elif convert and (reason := unsupported_reason(key, obj)) is not None:
             out[key] = None

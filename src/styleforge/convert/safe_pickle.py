@@ -15,7 +15,11 @@ pickle globals from a fixed allow-list only:
   ``numpy.dtype``, ``numpy.ndarray``, ``dill._dill._create_array`` -> numpy arrays, scalars and dtypes (never
   of object dtype);
 - ``collections.OrderedDict``, ``builtins.set`` -> themselves; ``dnnlib.util.EasyDict`` -> a plain ``dict``;
-- ``torch.nn.modules.sparse.Embedding`` -> a :class:`ModuleStub` holding its state (StyleGAN-XL).
+- ``torch.nn.modules.sparse.Embedding`` -> a :class:`ModuleStub` holding its state (StyleGAN-XL);
+- ``dnnlib.tflib.network.Network`` -> a :class:`TFNetworkStub`: the TensorFlow release's network (StyleGAN2 /
+  StyleGAN2-ADA TensorFlow pickles, a tuple ``(G, D, Gs)``), kept as its name, build function name, static
+  keyword arguments, components and variables (numpy arrays); its stored ``build_module_src`` (TensorFlow code)
+  is dropped unread.
 
 StyleGAN-XL snapshots also hold a projected discriminator built from ordinary ``torch.nn`` modules, timm feature
 networks and the ``pg_modules`` / ``feature_networks`` packages of the StyleGAN-XL code (see
@@ -47,6 +51,7 @@ from styleforge.utils.errors import UserInputError
 __all__ = [
     "UnsafePickleError",
     "ModuleStub",
+    "TFNetworkStub",
     "PersistentObject",
     "SafeUnpickler",
     "safe_load",
@@ -226,6 +231,83 @@ class _EmbeddingStub(ModuleStub):
 
     def __init__(self) -> None:
         super().__init__("torch.nn.Embedding")
+
+
+class TFNetworkStub:
+    """A network of the TensorFlow releases (``dnnlib.tflib.network.Network``), minus its source code.
+
+    The TensorFlow class pickles its state dict: ``version``, ``name``, ``static_kwargs`` (the build function's
+    keyword arguments), ``components`` (sub-networks, e.g. ``mapping`` and ``synthesis``),
+    ``build_module_src`` (TensorFlow source, dropped here unread), ``build_func_name`` and ``variables`` (a
+    list of ``(name, ndarray)`` pairs in TensorFlow layouts, e.g. ``"4x4/Conv/weight"`` ``[kh, kw, in, out]``).
+
+    Attributes:
+        class_name: ``"dnnlib.tflib.network.Network"`` (what the pickle names).
+        version, name, build_func_name: as pickled (``4``, ``"Gs"``, ``"G_main"``).
+        static_kwargs: the build function's keyword arguments (``resolution``, ``fmap_base``, ...).
+        components: ``{name: TFNetworkStub}``.
+        variables: ``[(name, ndarray)]`` in the stored order.
+    """
+
+    class_name = "dnnlib.tflib.network.Network"
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.name = ""
+        self.build_func_name = ""
+        self.static_kwargs: dict[str, Any] = {}
+        self.components: dict[str, TFNetworkStub] = {}
+        self.variables: list[tuple[str, np.ndarray]] = []
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise UnsafePickleError(f"a pickled TensorFlow network has a {type(state).__name__} state, not a dict")
+        self.version = int(state.get("version", 0))
+        self.name = str(state.get("name", ""))
+        self.build_func_name = str(state.get("build_func_name", ""))
+        static_kwargs = state.get("static_kwargs") or {}
+        components = state.get("components") or {}
+        variables = state.get("variables") or []
+        if not isinstance(static_kwargs, dict) or not isinstance(components, dict):
+            raise UnsafePickleError("a pickled TensorFlow network has malformed static_kwargs or components")
+        for key, comp in components.items():
+            if not isinstance(comp, TFNetworkStub):
+                raise UnsafePickleError(
+                    f"component {key!r} of the TensorFlow network {self.name!r} is a {type(comp).__name__}"
+                )
+        if not isinstance(variables, (list, tuple)) or not all(
+            isinstance(v, (list, tuple))
+            and len(v) == 2
+            and isinstance(v[0], str)
+            and isinstance(v[1], (np.ndarray, np.generic))
+            for v in variables
+        ):
+            raise UnsafePickleError(
+                f"the variables of the TensorFlow network {self.name!r} are not (name, array) pairs"
+            )
+        self.static_kwargs = dict(static_kwargs)
+        self.components = dict(components)
+        self.variables = [(name, np.asarray(value)) for name, value in variables]  # scalars -> 0-d arrays
+        # state["build_module_src"] (TensorFlow source code) is deliberately never read
+
+    def collect_variables(self) -> dict[str, np.ndarray]:
+        """Every variable of this network and its components, named ``"component/.../variable"``.
+
+        E.g. ``"dlatent_avg"``, ``"mapping/Dense0/weight"``, ``"synthesis/4x4/Conv/weight"``.
+        """
+        out: dict[str, np.ndarray] = {}
+
+        def visit(prefix: str, net: TFNetworkStub) -> None:
+            for name, value in net.variables:
+                out[prefix + name] = value
+            for name, comp in net.components.items():
+                visit(f"{prefix}{name}/", comp)
+
+        visit("", self)
+        return out
+
+    def __repr__(self) -> str:
+        return f"<TFNetworkStub {self.name!r} ({self.build_func_name}) with {len(self.collect_variables())} variables>"
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -506,6 +588,7 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
     ("numpy", "ndarray"): np.ndarray,
     ("dill._dill", "_create_array"): _dill_create_array,
     ("torch.nn.modules.sparse", "Embedding"): _EmbeddingStub,
+    ("dnnlib.tflib.network", "Network"): TFNetworkStub,
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
     **{(m, "_reconstruct"): _np_reconstruct for m in _NUMPY_MULTIARRAY_MODULES},
     **{(m, "scalar"): _np_scalar for m in _NUMPY_MULTIARRAY_MODULES},
@@ -540,7 +623,8 @@ class SafeUnpickler(pickle.Unpickler):
             raise UnsafePickleError(
                 f"The pickle refers to the global '{module}.{name}', which styleforge does not allow "
                 "(only tensors, numpy arrays and official network state are loaded; nothing is executed). "
-                "If this is a genuine official StyleGAN2/3/XL snapshot, please report it."
+                "If this is a genuine official StyleGAN2/3/XL snapshot or TensorFlow StyleGAN2 pickle, please "
+                "report it."
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:

@@ -7,7 +7,6 @@ names follow the official tools; the sample count is part of the name (``fid10k`
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,9 +77,8 @@ def _load_all() -> None:
     global _loaded
     if _loaded:
         return
-    for mod in _METRIC_MODULES:
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod)
+    for mod in _METRIC_MODULES:  # every module must import: a missing one is a broken install, never skipped
+        importlib.import_module(mod)
     _loaded = True
 
 

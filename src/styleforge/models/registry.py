@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,9 +58,8 @@ def _load_all() -> None:
     global _loaded
     if _loaded:
         return
-    for mod in _MODEL_MODULES:
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod)
+    for mod in _MODEL_MODULES:  # every module must import: a missing one is a broken install, never skipped
+        importlib.import_module(mod)
     _loaded = True
 
 

@@ -127,6 +127,8 @@ class StyleGAN2GeneratorConfig:
     use_noise: bool = True  # Per-pixel noise inputs.
     fused_modconv_default: bool | str = "inference_only"  # True, False or 'inference_only' (= not training).
     fp16_channels_last: bool = False  # channels_last memory format in the float16 blocks.
+    stored_filters: bool = False  # Keep each layer's resampling filter in the state dict (converted checkpoints
+    # whose stored blur kernels differ from resample_filter) instead of deriving it from resample_filter.
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -313,6 +315,13 @@ class StyleGAN2Generator(Network):
         self.img_resolution = config.img_resolution
         self.img_channels = config.img_channels
         self.synthesis = StyleGAN2Synthesis(config)
+        if config.stored_filters:  # the filters in use become persistent buffers, loaded with the weights
+            for module in self.synthesis.modules():
+                used = getattr(module, "up", 1) > 1 or (  # up-sampling convolutions; blocks that up-sample the image
+                    getattr(module, "resolution", 0) > BASE_RESOLUTION and getattr(module, "architecture", "") == "skip"
+                )
+                if "resample_filter" in module._buffers and used:
+                    module.register_buffer("resample_filter", module.resample_filter, persistent=True)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(
             z_dim=config.z_dim,
