@@ -4,6 +4,8 @@
   black -> purple -> orange -> pale yellow), piecewise-linear between a few anchor colours.
 - :func:`heatmap_panel_figure` lays several heatmaps side by side with titles and a labelled colour bar.
 - :func:`line_plot` draws a few curves on labelled axes.
+- :func:`bar_plot` draws grouped bars (one group per category, one bar per series) with a legend.
+- :func:`image_row_figure` lays RGB images side by side with a title above each and an optional footer.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["apply_colormap", "heatmap_panel_figure", "line_plot", "Curve"]
+__all__ = ["apply_colormap", "heatmap_panel_figure", "line_plot", "bar_plot", "image_row_figure", "Curve"]
 
 # Anchor colours of the colour map, evenly spaced on [0, 1] (dark = low, bright = high).
 _COLORMAP_ANCHORS = np.array(
@@ -212,14 +214,140 @@ def line_plot(
             width=2,
         )
         draw.text((right - lw - 6, ly), c.label, fill=_FOREGROUND, font=font)
+    _draw_axis_labels(fig, font, title, xlabel, ylabel, (left, top, right, bottom))
+    return np.asarray(fig)
+
+
+def _draw_axis_labels(
+    fig: Image.Image, font: ImageFont.ImageFont, title: str, xlabel: str, ylabel: str, box: tuple[int, int, int, int]
+) -> None:
+    """Title centred above the axes ``box = (left, top, right, bottom)``, x label at the bottom, y label at the left."""
+    draw = ImageDraw.Draw(fig)
+    left, top, right, bottom = box
+    text_h = _text_size(draw, "Ag", font)[1]
     tw = _text_size(draw, title, font)[0]
     draw.text(((left + right - tw) // 2, _MARGIN), title, fill=_FOREGROUND, font=font)
     tw = _text_size(draw, xlabel, font)[0]
-    draw.text(((left + right - tw) // 2, height - _MARGIN - text_h - 2), xlabel, fill=_FOREGROUND, font=font)
-    # vertical y label: draw on a small image and rotate
-    lw, lh = _text_size(draw, ylabel, font)
+    draw.text(((left + right - tw) // 2, fig.height - _MARGIN - text_h - 2), xlabel, fill=_FOREGROUND, font=font)
+    _paste_vertical_label(fig, ylabel, font, _MARGIN, (top + bottom) // 2)
+
+
+def _paste_vertical_label(fig: Image.Image, text: str, font: ImageFont.ImageFont, x: int, y_center: int) -> None:
+    """Draw ``text`` rotated by 90 degrees (reading upwards) with its left edge at ``x``, centred on ``y_center``."""
+    probe = ImageDraw.Draw(fig)
+    lw, lh = _text_size(probe, text, font)
     label_img = Image.new("RGB", (lw + 4, lh + 6), _BACKGROUND)
-    ImageDraw.Draw(label_img).text((2, 0), ylabel, fill=_FOREGROUND, font=font)
+    ImageDraw.Draw(label_img).text((2, 0), text, fill=_FOREGROUND, font=font)
     label_img = label_img.rotate(90, expand=True)
-    fig.paste(label_img, (_MARGIN, (top + bottom - label_img.height) // 2))
+    fig.paste(label_img, (x, y_center - label_img.height // 2))
+
+
+def bar_plot(
+    categories: Sequence[str],
+    series: dict[str, Sequence[float]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    size: tuple[int, int] = (480, 320),
+) -> np.ndarray:
+    """Grouped bars: for each category, one bar per series (``series[name][i]`` belongs to ``categories[i]``).
+
+    The y axis starts at 0 (or at the most negative value) and the value is printed above each bar when there is
+    room. Returns a uint8 RGB image ``[H, W, 3]`` of ``size`` (width, height).
+    """
+    names = list(series)
+    values = np.array([[float(v) for v in series[k]] for k in names], dtype=np.float64)  # [S, K]
+    if values.ndim != 2 or values.shape[1] != len(categories) or not names:
+        raise ValueError(f"every series needs one value per category ({len(categories)})")
+    font = _font()
+    width, height = size
+    fig = Image.new("RGB", (width, height), _BACKGROUND)
+    draw = ImageDraw.Draw(fig)
+    text_h = _text_size(draw, "Ag", font)[1]
+    finite = values[np.isfinite(values)]
+    y_lo = min(0.0, float(finite.min())) if finite.size else 0.0
+    y_hi = max(0.0, float(finite.max())) if finite.size else 1.0
+    if y_hi - y_lo < 1e-12:
+        y_hi = y_lo + 1.0
+    y_hi += 0.08 * (y_hi - y_lo)  # head room for the value labels
+    yticks = _nice_ticks(y_lo, y_hi)
+    ylabels = [f"{v:g}" for v in yticks]
+    left = _MARGIN + text_h + _MARGIN + max(_text_size(draw, s, font)[0] for s in ylabels) + 6
+    right = width - _MARGIN
+    top = _MARGIN + text_h + _MARGIN + (len(names) * (text_h + 4) if len(names) > 1 else 0)
+    bottom = height - (_MARGIN + 2 * text_h + 2 * _MARGIN)
+
+    def to_py(y: float) -> float:
+        return bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top)
+
+    for v, s in zip(yticks, ylabels, strict=True):
+        py = to_py(float(v))
+        draw.line([left, py, right, py], fill=_GRID)
+        tw = _text_size(draw, s, font)[0]
+        draw.text((left - 4 - tw, py - text_h // 2 - 1), s, fill=_FOREGROUND, font=font)
+    group_w = (right - left) / len(categories)
+    bar_w = group_w * 0.8 / len(names)
+    for k, cat in enumerate(categories):
+        gx = left + k * group_w + group_w * 0.1
+        for i in range(len(names)):
+            v = values[i, k]
+            if not np.isfinite(v):
+                continue
+            x0, x1 = gx + i * bar_w, gx + (i + 1) * bar_w - 1
+            y0, y1 = sorted((to_py(0.0), to_py(float(v))))
+            draw.rectangle([x0, y0, x1, max(y1, y0 + 1)], fill=LINE_COLORS[i % len(LINE_COLORS)])
+            label = f"{v:.2g}" if abs(v) < 0.01 else f"{v:.2f}"
+            lw = _text_size(draw, label, font)[0]
+            if lw <= bar_w + 6:
+                draw.text((x0 + (bar_w - lw) / 2, y0 - text_h - 3), label, fill=_FOREGROUND, font=font)
+        tw = _text_size(draw, cat, font)[0]
+        draw.text((left + k * group_w + (group_w - tw) / 2, bottom + 4), cat, fill=_FOREGROUND, font=font)
+    zero = to_py(0.0)
+    draw.line([left, zero, right, zero], fill=_FOREGROUND)
+    draw.rectangle([left, top, right, bottom], outline=_FOREGROUND)
+    if len(names) > 1:  # legend above the axes
+        for i, name in enumerate(names):
+            ly = _MARGIN + text_h + _MARGIN + i * (text_h + 4) - 2
+            draw.rectangle([left + 4, ly + 2, left + 14, ly + text_h], fill=LINE_COLORS[i % len(LINE_COLORS)])
+            draw.text((left + 20, ly), name, fill=_FOREGROUND, font=font)
+    _draw_axis_labels(fig, font, title, xlabel, ylabel, (left, top, right, bottom))
+    return np.asarray(fig)
+
+
+def image_row_figure(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str],
+    panel_size: int = 192,
+    footer: str = "",
+) -> np.ndarray:
+    """RGB images ``[H, W, 3]`` (uint8) side by side, each scaled to ``panel_size`` wide, titles above.
+
+    Images are enlarged with nearest-neighbour sampling (pixels stay visible) and shrunk with box averaging;
+    the aspect ratio is kept. Returns a uint8 RGB image ``[H, W, 3]``.
+    """
+    font = _font()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_h = _text_size(probe, "Ag", font)[1]
+    panels = []
+    for img in images:
+        h, w = img.shape[:2]
+        ph = max(1, round(h * panel_size / w))
+        resample = Image.NEAREST if w <= panel_size else Image.BOX
+        panels.append(Image.fromarray(np.ascontiguousarray(img[..., :3])).resize((panel_size, ph), resample))
+    top = _MARGIN + text_h + _MARGIN
+    body_h = max(p.height for p in panels)
+    footer_lines = footer.splitlines() if footer else []
+    width = _MARGIN + len(panels) * (panel_size + _MARGIN)
+    height = top + body_h + _MARGIN + len(footer_lines) * (text_h + 4)
+    for line in footer_lines:
+        width = max(width, 2 * _MARGIN + _text_size(probe, line, font)[0])
+    fig = Image.new("RGB", (width, height), _BACKGROUND)
+    draw = ImageDraw.Draw(fig)
+    for i, (panel, title) in enumerate(zip(panels, titles, strict=True)):
+        x0 = _MARGIN + i * (panel_size + _MARGIN)
+        fig.paste(panel, (x0, top))
+        tw = _text_size(draw, title, font)[0]
+        draw.text((x0 + max(0, (panel_size - tw) // 2), _MARGIN), title, fill=_FOREGROUND, font=font)
+    for j, line in enumerate(footer_lines):
+        draw.text((_MARGIN, top + body_h + _MARGIN + j * (text_h + 4)), line, fill=_FOREGROUND, font=font)
     return np.asarray(fig)

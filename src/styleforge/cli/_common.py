@@ -10,7 +10,7 @@ import click
 
 from styleforge.utils.errors import StyleforgeError
 
-__all__ = ["user_errors", "pick_device", "load_generator", "NETWORK_HELP"]
+__all__ = ["user_errors", "pick_device", "load_generator", "sampling_options", "NETWORK_HELP"]
 
 #: help text of every --network option
 NETWORK_HELP = "Network: a styleforge directory, an official .pkl snapshot or builtin:NAME (G_ema is used)."
@@ -48,3 +48,28 @@ def load_generator(network: str, device: str):  # noqa: ANN201  (a styleforge Ne
     if G is None:
         raise UserInputError(f"{network} holds no generator (neither G_ema nor G).")
     return G.eval().requires_grad_(False).to(device)
+
+
+def sampling_options(default_num: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options of the analyses that draw random samples from ``--network``: ``--num`` (``num_samples``),
+    ``--batch`` (``batch_size``), ``--trunc`` (``truncation_psi``), ``--noise-mode``, ``--seed``, ``--out``
+    (``out_dir``) and ``--device``."""
+    options = [
+        click.option("--network", required=True, help=NETWORK_HELP),
+        click.option("--num", "num_samples", type=click.IntRange(min=1), default=default_num, show_default=True,
+                     help="Random samples."),
+        click.option("--batch", "batch_size", type=click.IntRange(min=1), default=16, show_default=True),
+        click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi."),
+        click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const",
+                     show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latents."),
+        click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder."),
+        click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... or auto."),
+    ]
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate

@@ -46,6 +46,16 @@ _METRICS = {"eqt_int": "EQ-T", "eqt_frac": "EQ-T_frac", "eqr": "EQ-R"}
 @click.option(
     "--out", type=click.Path(dir_okay=False), default=None, help="Also write the results as JSON here."
 )
+@click.option(
+    "--save-images",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write reference, transformed and difference images of the first samples of each metric (valid region "
+    "marked) and equivariance.json into this folder.",
+)
+@click.option(
+    "--num-images", type=click.IntRange(min=1), default=4, show_default=True, help="Samples drawn by --save-images."
+)
 @user_errors
 def command(
     network: str | None,
@@ -58,6 +68,8 @@ def command(
     seed: int,
     device: str,
     out: str | None,
+    save_images: str | None,
+    num_images: int,
 ) -> None:
     """Print the equivariance of a generator: PSNR (dB) between g(transformed input) and transformed g."""
     import torch
@@ -90,8 +102,15 @@ def command(
         truncation_psi=truncation_psi,
         **{m: True for m in chosen},
     )
+    collector = None
+    if save_images is not None:
+        from styleforge.analysis.equivariance_images import EquivarianceImageCollector
+
+        collector = EquivarianceImageCollector(num_images)
     with tqdm(total=num_samples, desc="equivariance", unit="img", leave=False) as bar:
-        results = compute_equivariance(G, config, device=dev, progress=lambda n: bar.update(n - bar.n))
+        results = compute_equivariance(
+            G, config, device=dev, progress=lambda n: bar.update(n - bar.n), on_batch=collector
+        )
     for key in _METRICS:
         if key in results:
             click.echo(f"{_METRICS[key]:<10} {results[key]:8.2f} dB")
@@ -107,3 +126,6 @@ def command(
                 "results_db": results,
             },
         )
+    if collector is not None:
+        for name, path in collector.write(save_images, results).items():
+            click.echo(f"  {name}: {path}")

@@ -424,6 +424,7 @@ def compute_equivariance(
     config: EquivarianceConfig,
     device: torch.device | str = "cpu",
     progress: Callable[[int], None] | None = None,
+    on_batch: Callable[[str, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> dict[str, float]:
     """EQ-T, EQ-T_frac and/or EQ-R of ``G`` in dB.
 
@@ -433,6 +434,10 @@ def compute_equivariance(
         config: what to compute and how many samples.
         device: where to run.
         progress: called with the number of samples done after each batch.
+        on_batch: called for every batch and metric with ``(name, reference, generated, mask)``, the tensors
+            the metric compares (``[N, C, H, W]`` each; ``mask`` is 1 on the valid pixels): the transformed
+            output ``t[g(z)]``, the output of the transformed input ``g(t[z])`` (for EQ-R after the
+            pseudo-rotation filter), as :mod:`styleforge.analysis.equivariance_images` draws them.
 
     Returns:
         ``{"eqt_int": dB, "eqt_frac": dB, "eqr": dB}`` for the selected metrics.
@@ -455,6 +460,12 @@ def compute_equivariance(
     ]
     sums = {n: torch.zeros(2, dtype=torch.float64) for n in names}
     res = G.img_resolution
+
+    def _compare(name: str, ref: torch.Tensor, img: torch.Tensor, mask: torch.Tensor) -> None:
+        sums[name] += _masked_sums(ref, img, mask)
+        if on_batch is not None:
+            on_batch(name, ref, img, mask)
+
     done = 0
     while done < config.num_samples:
         batch = min(config.batch_size, config.num_samples - done)
@@ -476,19 +487,19 @@ def compute_equivariance(
             m = eye.clone()
             m[:2, 2] = -t
             ref, mask = apply_integer_translation(orig, t[0], t[1])
-            sums["eqt_int"] += _masked_sums(ref, synth(m), mask)
+            _compare("eqt_int", ref, synth(m), mask)
         if config.eqt_frac:
             t = (torch.rand(2, generator=gen_t) * 2 - 1) * config.translate_max
             m = eye.clone()
             m[:2, 2] = -t
             ref, mask = apply_fractional_translation(orig, t[0], t[1])
-            sums["eqt_frac"] += _masked_sums(ref, synth(m), mask)
+            _compare("eqt_frac", ref, synth(m), mask)
         if config.eqr:
             angle = (torch.rand([], generator=gen_t) * 2 - 1) * (config.rotate_max * math.pi)
             img = synth(rotation_matrix(-angle))
             ref, ref_mask = apply_fractional_rotation(orig, angle.to(device))
             pseudo, pseudo_mask = apply_fractional_pseudo_rotation(img, angle.to(device))
-            sums["eqr"] += _masked_sums(ref, pseudo, ref_mask * pseudo_mask)
+            _compare("eqr", ref, pseudo, ref_mask * pseudo_mask)
         done += batch
         if progress is not None:
             progress(done)
