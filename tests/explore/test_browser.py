@@ -3,7 +3,8 @@
 Starts the real server (uvicorn) on a free local port, moves the seed and psi controls as a user would (a drag
 on the seed pad, typing a seed, arrow keys on the psi slider), waits for the frame of that state, and checks
 that the picture on the page changed and equals ``styleforge generate`` for the same seed and psi, pixel for
-pixel (the frames are PNG). A screenshot is saved in the test's tmp dir, and copied to
+pixel (the frames are PNG); and that the capture buttons download the frame's PNG and its w, and that
+uploading that w shows the same picture. A screenshot is saved in the test's tmp dir, and copied to
 ``$STYLEFORGE_EXPLORE_SCREENSHOT`` when that is set. Without chromium the test skips, except in CI.
 """
 
@@ -65,7 +66,12 @@ def server_url():
 
 
 @pytest.fixture(scope="module")
-def browser():
+def downloads(tmp_path_factory):
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads):
     chrome, driver_path = _browser_paths()
     require("selenium")
     from selenium import webdriver
@@ -76,6 +82,8 @@ def browser():
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1200,900", "--force-device-scale-factor=1"):
         opts.add_argument(arg)
+    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                           "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
     yield driver
     driver.quit()
@@ -99,6 +107,11 @@ def _frame_for(driver, seed: float, psi: float) -> np.ndarray:
         return f && f.request && f.request.seed === {seed} && f.request.psi === {psi};
     """
     _wait(driver, js, f"the frame of seed {seed}, psi {psi}")
+    return _shown_pixels(driver)
+
+
+def _shown_pixels(driver) -> np.ndarray:
+    """Pixels of the frame the page shows now (its PNG, fetched back from the page's blob URL)."""
     data = driver.execute_async_script("""
         const done = arguments[arguments.length - 1];
         fetch(window.styleforgeExplore.lastFrame.url).then((r) => r.arrayBuffer()).then((buf) => {
@@ -163,3 +176,39 @@ def test_seed_and_psi_controls_render_what_generate_writes(server_url, browser, 
     assert np.array_equal(_frame_for(browser, 0, 1), first)
     browser.close()
     browser.switch_to.window(first_tab)
+
+
+def _downloaded(folder: Path, pattern: str) -> Path:
+    deadline = time.monotonic() + FRAME_TIMEOUT_S
+    while time.monotonic() < deadline:
+        done = [p for p in folder.glob(pattern) if not p.name.endswith(".crdownload")]
+        if done:
+            return done[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no {pattern} was downloaded into {folder}")
+
+
+def test_capture_buttons_and_projected_w_upload(server_url, browser, downloads):
+    from selenium.webdriver.common.by import By
+
+    browser.get(server_url)
+    seed_box = browser.find_element(By.ID, "seed")
+    seed_box.clear()
+    seed_box.send_keys("3")
+    frame = _frame_for(browser, 3, 1)
+    browser.find_element(By.ID, "capture-png").click()
+    png = _downloaded(downloads, "frame_seed3.png")
+    assert np.array_equal(np.array(Image.open(png).convert("RGB")), frame)
+    browser.find_element(By.ID, "capture-w").click()
+    npz = _downloaded(downloads, "w_seed3.npz")
+    with np.load(npz) as data:
+        assert data["w"].shape == (1, 8, 32)
+
+    seed_box.clear()
+    seed_box.send_keys("4")
+    other = _frame_for(browser, 4, 1)
+    assert not np.array_equal(other, frame)
+    browser.find_element(By.ID, "upload-w").send_keys(str(npz))
+    _wait(browser, "const f = window.styleforgeExplore.lastFrame; return f && f.request && f.request.latent === 'w'",
+          "the frame of the uploaded w")
+    assert np.array_equal(_shown_pixels(browser), frame)  # the captured w reproduces seed 3
