@@ -44,6 +44,8 @@ __all__ = ["StickingOptions", "StickingResult", "high_frequency_energy", "sticki
 
 #: frames of the average shown next to it in ``sticking_frames.png``
 _NUM_FRAMES_SHOWN = 8
+#: those frames are enlarged (nearest neighbour) to at least this many pixels wide
+_FRAME_MIN_WIDTH = 96
 #: the sliced image is enlarged (nearest neighbour) to at least this many pixels wide
 _SLICE_MIN_WIDTH = 256
 
@@ -272,6 +274,8 @@ def run_sticking(
     if shown.shape[-1] == 1:
         shown = np.repeat(shown, 3, axis=-1)
     result.files["frames"] = out / "sticking_frames.png"
+    zoom = max(1, math.ceil(_FRAME_MIN_WIDTH / shown.shape[2]))
+    shown = shown.repeat(zoom, axis=1).repeat(zoom, axis=2)
     save_png(result.files["frames"], make_grid(shown, cols=_NUM_FRAMES_SHOWN, pad=2))
     slice_rgb = rgb_image(sliced)
     scale = max(1, math.ceil(_SLICE_MIN_WIDTH / slice_rgb.shape[1]))
