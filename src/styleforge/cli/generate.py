@@ -31,7 +31,11 @@ def parse_translate(text: str | None) -> tuple[float, float] | None:
 @click.option(
     "--network", "network", required=True, help="Styleforge directory, official .pkl, or builtin:NAME."
 )
-@click.option("--seeds", required=True, help="Seeds, e.g. '0-7,12'.")
+@click.option("--seeds", default=None, help="Seeds, e.g. '0-7,12'.")
+@click.option(
+    "--projected-w", default=None, type=click.Path(exists=True, dir_okay=False),
+    help="Render the latents of a projected_w.npz (from `styleforge project`) instead of seeds.",
+)
 @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
 @click.option(
     "--trunc-cutoff", "truncation_cutoff", type=int, default=None, help="Truncate only the first N ws."
@@ -56,7 +60,8 @@ def parse_translate(text: str | None) -> tuple[float, float] | None:
 @user_errors
 def command(
     network: str,
-    seeds: str,
+    seeds: str | None,
+    projected_w: str | None,
     truncation_psi: float,
     truncation_cutoff: int | None,
     class_idx: int | None,
@@ -75,6 +80,15 @@ def command(
     from styleforge.utils.images import make_grid, save_png, to_uint8
     from styleforge.utils.seeding import parse_seeds
 
+    if (seeds is None) == (projected_w is None):
+        raise UserInputError("Give exactly one of --seeds and --projected-w.")
+    if projected_w is not None:
+        from styleforge.inversion.editing import render_projected_w
+
+        out = Path(outdir)
+        written = render_projected_w(load(network, device=pick_device(device)).generator, projected_w, out, noise_mode)
+        click.echo(f"Wrote {len(written)} image(s) of {projected_w} to {out}.")
+        return
     try:
         seed_list = parse_seeds(seeds)
     except ValueError as e:

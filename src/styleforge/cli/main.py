@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "contributions": ("styleforge.cli.contributions", "Share of each tRGB level in a skip generator's output."),
     "droplets": ("styleforge.cli.droplets", "Detect localised feature-map spikes (droplet artifacts) per layer."),
     "project": ("styleforge.cli.project", "Project a real image into a generator's latent space."),
+    "directions": ("styleforge.cli.directions", "Editing directions (SeFa, GANSpace, InterFaceGAN) to dirs.npz."),
+    "edit": ("styleforge.cli.edit", "Edit latents along a direction and write strips of the edited images."),
+    "style-mix": ("styleforge.cli.style_mix", "The style-mixing grid of row and column seeds."),
+    "attribute": ("styleforge.cli.attribute", "Project images, report reconstruction distances (generated vs real)."),
     "explore": ("styleforge.cli.explore", "Explore networks interactively in a web browser (needs [ui])."),
 }
 

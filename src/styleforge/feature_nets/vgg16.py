@@ -14,7 +14,10 @@ Papers:
 
 Weights (user-supplied, never downloaded): torchvision's ``vgg16-397923af.pth`` state dict (BSD-3 code,
 weights from the VGG authors, CC BY 4.0) and the LPIPS calibration layers ``vgg.pth`` of the ``lpips`` package
-(BSD-2), keys ``lin{0..4}.model.1.weight`` of shape ``[1, C, 1, 1]``.
+(BSD-2), keys ``lin{0..4}.model.1.weight`` of shape ``[1, C, 1, 1]``; or, for LPIPS alone, NVIDIA's
+``vgg16.pt`` TorchScript archive (the file of the official projector and PPL; VGG16 and the LPIPS weights in one
+file, parameters ``layers.conv{1..13}.*``, ``layers.fc{1..3}.*`` and ``lpips{0..4}``), whose parameters are
+read and whose code is never run.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from styleforge.feature_nets._weights import load_state_file as _load_state
+from styleforge.feature_nets._weights import strict_load as _strict_load
 from styleforge.utils.errors import UserInputError
 from styleforge.utils.io import find_weight_file
 
@@ -37,6 +41,8 @@ __all__ = [
     "LPIPSVGG16",
     "load_vgg16",
     "load_lpips_vgg16",
+    "load_lpips_vgg16_nvidia",
+    "lpips_vgg16_state_from_nvidia",
     "vgg16_state_dict_from_torchvision",
     "lpips_lin_from_state_dict",
     "VGG16_FILENAMES",
@@ -78,10 +84,16 @@ FC_DIM = 4096
 VGG16_ENV_VAR = "STYLEFORGE_VGG16"
 LPIPS_ENV_VAR = "STYLEFORGE_LPIPS"
 VGG16_FILENAMES = ("vgg16-397923af.pth", "vgg16.pth")
+NVIDIA_LPIPS_ENV_VAR = "STYLEFORGE_VGG16_LPIPS"
+NVIDIA_LPIPS_FILENAMES = ("vgg16.pt", "vgg16.pkl")
 LPIPS_FILENAMES = ("lpips_vgg.pth", "vgg.pth")
 _VGG_WHERE = (
     "torchvision's ImageNet VGG16 weights are the file vgg16-397923af.pth "
     "(download.pytorch.org/models/vgg16-397923af.pth)."
+)
+_NVIDIA_WHERE = (
+    "NVIDIA's VGG16-LPIPS TorchScript is the file metrics/vgg16.pt of the stylegan2-ada-pytorch release "
+    "(nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt)."
 )
 _LPIPS_WHERE = (
     "The LPIPS calibration weights are lpips/weights/v0.1/vgg.pth in the `lpips` package "
@@ -264,25 +276,6 @@ def lpips_lin_from_state_dict(state: dict[str, torch.Tensor]) -> list[torch.Tens
     return out
 
 
-def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise UserInputError(f"{path}: expected a state dict, found {type(state).__name__}.")
-    return state
-
-
-def _strict_load(module: nn.Module, state: dict[str, torch.Tensor], source: object) -> None:
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise UserInputError(f"{source}: missing {missing[:3]}, unexpected {unexpected[:3]}.")
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(expected[k].shape):
-            raise UserInputError(f"{source}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}.")
-    module.load_state_dict(state)
-
-
 def load_vgg16(path: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> VGG16:
     """VGG16 with classifier from a torchvision state dict found by ``find_weight_file`` (explicit ``path``,
     ``$STYLEFORGE_VGG16``, ``cache_dir('weights')``)."""
@@ -315,4 +308,58 @@ def load_lpips_vgg16(
         for p, w in zip(net.lin, lpips_lin_from_state_dict(_load_state(lin_file)), strict=True):
             p.copy_(w)
     net.weights_file = f"{vgg_file}+{lin_file}"
+    return net.eval().requires_grad_(False).to(device)
+
+
+def lpips_vgg16_state_from_nvidia(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map the parameters of NVIDIA's ``vgg16.pt`` to an :class:`LPIPSVGG16` state dict.
+
+    ``layers.conv{k}.{weight,bias}`` (k = 1..13, network order) become ``vgg.convs.<name>.*`` and ``lpips{l}``
+    (C_l values, any shape) ``lin.{l}``; the classifier ``layers.fc{1..3}.*`` is not used by LPIPS and is dropped.
+
+    Raises:
+        UserInputError: an unknown key, a missing key or an LPIPS weight of the wrong size.
+    """
+    conv_names = [item[0] for item in _LAYOUT if item != "M"]
+    out: dict[str, torch.Tensor] = {}
+    unknown = []
+    for k, v in state.items():
+        m = re.fullmatch(r"layers\.conv(\d+)\.(weight|bias)", k)
+        if m and 1 <= int(m.group(1)) <= len(conv_names):
+            out[f"vgg.convs.{conv_names[int(m.group(1)) - 1]}.{m.group(2)}"] = v
+            continue
+        m = re.fullmatch(r"lpips(\d)", k)
+        if m and int(m.group(1)) < len(LPIPS_CHANNELS):
+            layer = int(m.group(1))
+            if v.numel() != LPIPS_CHANNELS[layer]:
+                raise UserInputError(f"{k} has {v.numel()} values, expected {LPIPS_CHANNELS[layer]}.")
+            out[f"lin.{layer}"] = v.reshape(-1)
+            continue
+        if re.fullmatch(r"layers\.fc\d\.(weight|bias)", k):
+            continue
+        unknown.append(k)
+    if unknown:
+        raise UserInputError(f"Not NVIDIA's VGG16-LPIPS network: unexpected key(s) {unknown[:3]}.")
+    return out
+
+
+def load_lpips_vgg16_nvidia(path: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> LPIPSVGG16:
+    """LPIPS-VGG16 from NVIDIA's ``vgg16.pt`` TorchScript (explicit ``path``, ``$STYLEFORGE_VGG16_LPIPS``,
+    ``cache_dir('weights')``); a ``.pkl`` that embeds the same archive works too. Only the parameters are read."""
+    from styleforge.feature_nets.inception import _embedded_zip, _is_torchscript, _torchscript_state
+
+    file = find_weight_file(
+        "VGG16-LPIPS (NVIDIA)",
+        NVIDIA_LPIPS_FILENAMES,
+        explicit=path,
+        env_var=NVIDIA_LPIPS_ENV_VAR,
+        where_to_get=_NVIDIA_WHERE,
+    )
+    data = file.read_bytes()
+    archive = data if _is_torchscript(data) else _embedded_zip(data)
+    if archive is None or not _is_torchscript(archive):
+        raise UserInputError(f"{file}: not a TorchScript archive; expected NVIDIA's metrics/vgg16.pt.")
+    net = LPIPSVGG16()
+    _strict_load(net, lpips_vgg16_state_from_nvidia(_torchscript_state(archive)), file)
+    net.weights_file = str(file)
     return net.eval().requires_grad_(False).to(device)
