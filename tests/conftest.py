@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,6 +24,21 @@ def reference_file(name: str) -> Path:
             pytest.fail(msg + "; in CI a missing reference is an error")
         pytest.skip(msg)
     return p
+
+
+def skip_unless_ci(msg: str) -> None:
+    """Skip the test with ``msg``, except in CI (``CI=true``), where what is missing must be installed: fail."""
+    if IN_CI:
+        pytest.fail(msg + "; in CI this must be installed (see .ci/run)")
+    pytest.skip(msg)
+
+
+def require_module(name: str, extra: str) -> Any:
+    """Import ``name`` for a test; when it is missing, skip (or fail in CI) naming the extra that provides it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        skip_unless_ci(f"{name} is not installed (pip install 'styleforge[{extra}]')")
 
 
 def pytest_collection_modifyitems(config, items):

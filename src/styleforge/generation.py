@@ -21,6 +21,8 @@ __all__ = ["NOISE_MODES", "generate_images", "make_labels", "accepts_transform",
 NOISE_MODES = ("const", "random", "none")
 #: images generated per forward pass
 DEFAULT_BATCH_SIZE = 8
+#: generate_images(progress=True) shows a bar only for more seeds than this (a handful renders at once)
+PROGRESS_MIN_SEEDS = 8
 
 
 def make_labels(
@@ -76,6 +78,7 @@ def generate_images(
     device: torch.device | str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     full_resolution: bool = False,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Generate one image per seed.
 
@@ -93,6 +96,7 @@ def generate_images(
         batch_size: images per forward pass (does not change the result beyond float rounding).
         full_resolution: for a progressively grown network (PGGAN) caught at a lower stage, upsample its output
             to the final resolution; networks that always produce their final resolution ignore it.
+        progress: show a progress bar (on a terminal, for more than :data:`PROGRESS_MIN_SEEDS` seeds).
 
     Returns:
         float32 images ``[len(seeds), img_channels, H, W]`` on the CPU, nominally in ``[-1, 1]``; convert with
@@ -132,6 +136,10 @@ def generate_images(
     G = G.to(device)
     c_all = make_labels(G, class_idx, len(seeds), device)
     images = []
+    from tqdm import tqdm
+
+    show = progress and len(seeds) > PROGRESS_MIN_SEEDS
+    bar = tqdm(total=len(seeds), desc="generate", unit="img", disable=None if show else True, leave=False)
     for start in range(0, len(seeds), batch_size):
         chunk = seeds[start : start + batch_size]
         z = torch.cat([z_from_seed(s, G.z_dim, device) for s in chunk])
@@ -145,4 +153,6 @@ def generate_images(
             **kwargs,
         )
         images.append(img.float().cpu())
+        bar.update(len(chunk))
+    bar.close()
     return torch.cat(images)

@@ -15,6 +15,7 @@ from styleforge.analysis.video import VideoOptions, _interpolate_path, render_vi
 from styleforge.utils.errors import UserInputError
 from styleforge.utils.images import to_uint8
 from styleforge.utils.seeding import z_from_seed
+from tests.conftest import require_module
 
 
 @pytest.mark.parametrize("kind", ["linear", "cubic"])
@@ -140,8 +141,8 @@ def test_mp4_through_imageio_is_atomic(tmp_path, monkeypatch):
 
 def test_real_mp4_round_trip(tmp_path):
     """With the [video] extra installed, the encoded frames decode back close to what went in."""
-    pytest.importorskip("imageio_ffmpeg", reason="the [video] extra (imageio, imageio-ffmpeg) is not installed")
-    iio = pytest.importorskip("imageio.v3")
+    require_module("imageio_ffmpeg", "video")
+    iio = require_module("imageio.v3", "video")
     frames = [np.full((16, 16, 3), v, np.uint8) for v in (40, 120, 200)]
     res = write_video(tmp_path / "clip.mp4", iter(frames), fps=10)
     assert res.format == "mp4" and res.num_frames == 3

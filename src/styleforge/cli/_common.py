@@ -13,7 +13,10 @@ from styleforge.utils.errors import StyleforgeError
 __all__ = ["user_errors", "pick_device", "load_generator", "sampling_options", "NETWORK_HELP"]
 
 #: help text of every --network option
-NETWORK_HELP = "Network: a styleforge directory, an official .pkl snapshot or builtin:NAME (G_ema is used)."
+NETWORK_HELP = (
+    "Network: a styleforge directory, a training run directory (newest snapshot), a training_state.pt, an official "
+    ".pkl (PyTorch or TensorFlow), a rosinality .pt or builtin:NAME (G_ema is used)."
+)
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -112,6 +112,7 @@ def command(
         device=dev,
         batch_size=batch_size,
         full_resolution=full_res,
+        progress=True,
     )
     pixels = to_uint8(images)
     out = Path(outdir)

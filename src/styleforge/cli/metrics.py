@@ -7,7 +7,7 @@ import json
 
 import click
 
-from styleforge.cli._common import pick_device, user_errors
+from styleforge.cli._common import load_generator, pick_device, user_errors
 from styleforge.utils.errors import UserInputError
 
 __all__ = ["command", "format_table"]
@@ -79,6 +79,14 @@ def format_table(report: dict) -> str:
     default=None,
     help="LPIPS vgg.pth calibration weights for PPL (default: $STYLEFORGE_LPIPS or the cache).",
 )
+@click.option(
+    "--fid-protocol",
+    type=click.Choice(["nvidia", "pytorch-fid"]),
+    default="nvidia",
+    show_default=True,
+    help="FID as NVIDIA computes it (TF resize, biased covariance) or as the pytorch-fid package does "
+    "(torch resize, unbiased covariance; give its pt_inception-2015-12-05 weights with --inception).",
+)
 @click.option("--no-cache", is_flag=True, help="Recompute the real-data statistics instead of using the cache.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the results as JSON here.")
@@ -96,13 +104,18 @@ def command(
     inception: str | None,
     vgg16: str | None,
     lpips: str | None,
+    fid_protocol: str,
     no_cache: bool,
     progress: bool,
     out: str | None,
 ) -> None:
-    """Compute metrics of --network against --data, or between two --folder image sets; print a table."""
+    """Compute metrics of --network against --data, or between two --folder image sets; print a table.
+
+    --network may be a run directory (its newest snapshot) or a training_state.pt. EQ-T, EQ-R, IS and PPL need no
+    --data.
+    """
     from styleforge.data import open_dataset
-    from styleforge.metrics.evaluation import evaluate, parse_metric_list
+    from styleforge.metrics.evaluation import evaluate, needs_real_images, parse_metric_list
     from styleforge.utils.io import atomic_write_json
 
     names = parse_metric_list(metric_list)
@@ -110,25 +123,25 @@ def command(
         raise UserInputError("Use either --network with --data, or two --folder options, not both.")
     if folders and len(folders) != 2:
         raise UserInputError(f"--folder needs exactly two image sets (got {len(folders)}): --folder A --folder B.")
-    if not folders and (network is None or data is None):
-        raise UserInputError("Give --network and --data (e.g. --data emoji), or --folder A --folder B.")
+    with_reals = [n for n in names if needs_real_images(n)]
+    if not folders and (network is None or (data is None and with_reals)):
+        raise UserInputError(
+            "Give --network and --data (e.g. --data emoji), or --folder A --folder B"
+            + (f"; {', '.join(with_reals)} compare against real images." if network is not None else ".")
+        )
     if batch_size <= 0:
         raise UserInputError(f"--batch-size must be positive, got {batch_size}.")
     dev = pick_device(device)
     options = {k: v for k, v in (("inception", inception), ("vgg16", vgg16), ("lpips", lpips)) if v is not None}
+    options["fid_protocol"] = fid_protocol
     G = gen_dataset = None
     if folders:
         dataset = open_dataset(folders[0])
         gen_dataset = open_dataset(folders[1])
         source = {"folders": list(folders)}
     else:
-        import styleforge
-
-        loaded = styleforge.load(network, device=dev)
-        G = loaded.G_ema if loaded.G_ema is not None else loaded.G
-        if G is None:
-            raise UserInputError(f"{network} holds no generator (neither G_ema nor G).")
-        dataset = open_dataset(data, use_labels=bool(getattr(G, "c_dim", 0)))
+        G = load_generator(network, dev)
+        dataset = open_dataset(data, use_labels=bool(getattr(G, "c_dim", 0))) if data is not None else None
         source = {"network": network, "data": data}
     report = evaluate(
         G,

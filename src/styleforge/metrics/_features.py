@@ -100,9 +100,27 @@ def get_inception(ctx: MetricContext, random_init: bool = False) -> FeatureNet:
         random_init,
         ctx.options.get("inception"),
         ctx.options.get("rfid_seed", 0),
+        fid_protocol(ctx),
         str(ctx.device),
     )
     return _memoised(ctx, key, lambda: _load_inception(ctx, random_init))
+
+
+#: ``options['fid_protocol']`` -> (Inception resize, input scaling, unbiased covariance): NVIDIA's (TensorFlow's
+#: bilinear resize, ``(x - 128) / 128``, ``1/N`` covariance) or the pytorch-fid package's (``F.interpolate``
+#: bilinear, ``x / 127.5 - 1``, ``1/(N-1)`` covariance as ``numpy.cov``)
+FID_PROTOCOLS = {
+    "nvidia": ("tf_bilinear", "nvidia", False),
+    "pytorch-fid": ("torch_bilinear", "symmetric", True),
+}
+
+
+def fid_protocol(ctx: MetricContext) -> str:
+    """The FID protocol of ``ctx`` (``options['fid_protocol']``, default ``"nvidia"``), validated."""
+    name = ctx.options.get("fid_protocol") or "nvidia"
+    if name not in FID_PROTOCOLS:
+        raise UserInputError(f"Unknown FID protocol {name!r}; use one of {', '.join(FID_PROTOCOLS)}.")
+    return name
 
 
 def _load_inception(ctx: MetricContext, random_init: bool) -> FeatureNet:
@@ -114,7 +132,11 @@ def _load_inception(ctx: MetricContext, random_init: bool) -> FeatureNet:
         sha = f"random-he-normal-seed{seed}"
         name = "inception_random"
     else:
-        net = load_fid_inception(ctx.options.get("inception"), device=ctx.device)
+        from styleforge.feature_nets.inception import InceptionConfig
+
+        resize, scaling, _ = FID_PROTOCOLS[fid_protocol(ctx)]
+        net = load_fid_inception(ctx.options.get("inception"), device=ctx.device,
+                                 config=InceptionConfig(resize=resize, input_scaling=scaling))
         sha = file_sha256(net.weights_file)
         name = "inception"
     pre = {"resize": net.config.resize, "input_scaling": net.config.input_scaling, "input_size": 299}

@@ -18,7 +18,15 @@ import torch
 from styleforge.metrics.registry import MetricContext, compute_metric, get_metric
 from styleforge.utils.errors import UserInputError
 
-__all__ = ["evaluate", "parse_metric_list"]
+__all__ = ["evaluate", "parse_metric_list", "needs_real_images", "NO_REAL_IMAGE_PREFIXES"]
+
+#: metrics computed from generated images alone: equivariance (EQ-T, EQ-R), Inception Score, path length
+NO_REAL_IMAGE_PREFIXES = ("eqt", "eqr", "is", "ppl")
+
+
+def needs_real_images(name: str) -> bool:
+    """Whether the metric ``name`` compares against a real dataset (FID, KID, precision/recall, ...)."""
+    return not name.startswith(NO_REAL_IMAGE_PREFIXES)
 
 
 def parse_metric_list(spec: str | Sequence[str]) -> list[str]:

@@ -76,15 +76,19 @@ class FeatureStats:
             self._chunks = [np.concatenate(self._chunks, axis=0)]
         return self._chunks[0]
 
-    def get_mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean ``[D]`` and (biased, ``1/N``) covariance ``[D, D]`` in float64, as the official FID computes
-        them."""
+    def get_mean_cov(self, unbiased: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Mean ``[D]`` and covariance ``[D, D]`` in float64: biased (``1/N``, as the official FID computes it) or,
+        with ``unbiased``, ``1/(N-1)`` (``numpy.cov``, as pytorch-fid computes it)."""
         if not self.capture_mean_cov:
             raise RuntimeError("FeatureStats was created with capture_mean_cov=False")
         if self.num_items == 0:
             raise ValueError("no features were accumulated")
         mean = self._sum / self.num_items
         cov = self._sum_sq / self.num_items - np.outer(mean, mean)
+        if unbiased:
+            if self.num_items < 2:
+                raise ValueError("an unbiased covariance needs at least two feature vectors")
+            cov = cov * (self.num_items / (self.num_items - 1))
         return mean, cov
 
     # -- persistence

@@ -28,6 +28,10 @@ def compute_fid(
         variant: ``"fid"`` (pool3 of the FID Inception), ``"rfid"`` (pool3 of the random Inception),
             ``"sfid"`` (spatial features of the FID Inception).
         metric: name under which the protocol is recorded.
+
+    ``ctx.options['fid_protocol']``: ``"nvidia"`` (default) or ``"pytorch-fid"`` (that package's resize, input
+    scaling and unbiased covariance; give its ``pt_inception-2015-12-05`` weights with ``options['inception']``
+    to reproduce its numbers). rFID always follows the NVIDIA protocol.
     """
     net = fx.get_inception(ctx, random_init=(variant == "rfid"))
     head = "spatial" if variant == "sfid" else "pool3"
@@ -35,13 +39,16 @@ def compute_fid(
     gen, n_gen = fx.generated_stats(
         ctx, net, [head], capture_all=False, capture_mean_cov=True, num=fx.num_gen_for(ctx, num_gen)
     )
-    mu_r, sigma_r = real[head].get_mean_cov()
-    mu_g, sigma_g = gen[head].get_mean_cov()
+    protocol = fx.fid_protocol(ctx) if variant != "rfid" else "nvidia"
+    unbiased = fx.FID_PROTOCOLS[protocol][2]
+    mu_r, sigma_r = real[head].get_mean_cov(unbiased=unbiased)
+    mu_g, sigma_g = gen[head].get_mean_cov(unbiased=unbiased)
     value = frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
     fx.record_result(
         ctx,
         metric,
-        {**net.protocol(), **data_record, "num_gen": n_gen, "features": head, **fx.context_record(ctx)},
+        {**net.protocol(), **data_record, "num_gen": n_gen, "features": head, "fid_protocol": protocol,
+         "covariance": "unbiased" if unbiased else "biased", **fx.context_record(ctx)},
     )
     return value
 

@@ -400,6 +400,9 @@ class SynthesisLayer(nn.Module):
         )
         self.register_buffer("up_filter", up_filter, persistent=False)
         self.register_buffer("down_filter", down_filter, persistent=False)
+        # Runtime knob, not part of the config: False evaluates the modulated convolution with a shared kernel
+        # (same function; the ONNX export with a dynamic batch needs it).
+        self.fused_modconv = True
 
         # Padding so that the output has out_size samples, with the sample positions of the symmetric
         # interpretation (paper app. C.3: pixel centres at half-integer coordinates).
@@ -432,6 +435,7 @@ class SynthesisLayer(nn.Module):
             demodulate=not self.is_torgb,
             padding=self.conv_kernel - 1,
             input_gain=input_gain,
+            fused=self.fused_modconv,
         )
         return filtered_lrelu(
             x,

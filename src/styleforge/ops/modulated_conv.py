@@ -130,8 +130,9 @@ def modulated_conv2d_stylegan3(
     demodulate: bool = True,
     padding: int | Sequence[int] = 0,
     input_gain: torch.Tensor | None = None,
+    fused: bool = True,
 ) -> torch.Tensor:
-    """StyleGAN3 modulated convolution (no resampling; always one grouped convolution).
+    """StyleGAN3 modulated convolution (no resampling).
 
     Differences from :func:`modulated_conv2d`: when ``demodulate`` is set, the weight is first normalised to
     unit RMS per output channel and the styles to unit RMS over the *whole batch* (``s / sqrt(mean(s^2))``);
@@ -141,6 +142,10 @@ def modulated_conv2d_stylegan3(
     Args:
         x: ``[N, I, H, W]``; weight: ``[O, I, kh, kw]``; styles: ``[N, I]``.
         padding: ``p`` or ``(py, px)`` as in :func:`torch.nn.functional.conv2d`.
+        fused: ``True`` (the official evaluation) = one grouped convolution with per-sample weights; ``False`` =
+            scale the activations by the styles (and input gain) before one shared convolution and by the
+            demodulation coefficients after it: the same function, with a batch-independent kernel (needed by
+            graph exporters whose batch size stays symbolic).
 
     Returns:
         ``[N, O, H + 2 py - kh + 1, W + 2 px - kw + 1]`` in ``x.dtype``.
@@ -154,6 +159,13 @@ def modulated_conv2d_stylegan3(
     if demodulate:
         weight = weight * weight.square().mean([1, 2, 3], keepdim=True).rsqrt()
         styles = styles * styles.square().mean().rsqrt()
+    if not fused:
+        scale = styles if input_gain is None else styles * input_gain.expand(n, in_ch)
+        x = F.conv2d(x * scale.to(x.dtype).reshape(n, in_ch, 1, 1), weight.to(x.dtype), padding=padding)
+        if demodulate:  # sum over I, kh, kw of (W s)^2 = (W^2 summed over kh, kw) @ s^2
+            dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + DEMOD_EPS).rsqrt()  # [N, O]
+            x = x * dcoefs.to(x.dtype).reshape(n, out_ch, 1, 1)
+        return x
     w = weight.unsqueeze(0) * styles.reshape(n, 1, in_ch, 1, 1)  # [N, O, I, kh, kw]
     if demodulate:
         dcoefs = (w.square().sum(dim=[2, 3, 4]) + DEMOD_EPS).rsqrt()  # [N, O]
