@@ -42,6 +42,8 @@ __all__ = [
     "noise_regularization",
     "w_statistics",
     "noise_buffers",
+    "render",
+    "with_noise",
     "check_projectable",
     "SPACES",
 ]
@@ -313,14 +315,23 @@ def project(
         )
 
 
+def with_noise(G: torch.nn.Module, noise: dict[str, torch.Tensor] | None) -> torch.nn.Module:
+    """A copy of ``G`` whose ``noise_const`` buffers are the given maps (``[N, 1, H, W]`` per module name, from a
+    :class:`ProjectionResult`); ``G`` itself when ``noise`` is empty."""
+    if not noise:
+        return G
+    device = next(iter(G.parameters())).device
+    G = copy.deepcopy(G)
+    mods = noise_buffers(G)
+    for name, v in noise.items():
+        mods[name].noise_const = v.to(device)
+    return G
+
+
 def render(G: torch.nn.Module, ws: torch.Tensor, noise: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Images ``[N, C, H, W]`` of ``ws`` ``[N, num_ws, w_dim]`` with per-sample noise maps from a
     :class:`ProjectionResult` (``None`` or empty: the network's own ``noise_const``)."""
+    G = with_noise(G, noise)
     device = next(iter(G.parameters())).device
-    if noise:
-        G = copy.deepcopy(G)
-        mods = noise_buffers(G)
-        for name, v in noise.items():
-            mods[name].noise_const = v.to(device)
     with torch.no_grad():
         return G.synthesis(ws.to(device), noise_mode="const").cpu()

@@ -20,7 +20,7 @@ import torch
 
 from styleforge.inversion.distance import PerceptualDistance
 from styleforge.inversion.editing import save_projected_w
-from styleforge.inversion.projector import ProjectorConfig, project, render, w_statistics
+from styleforge.inversion.projector import ProjectorConfig, project, render, w_statistics, with_noise
 from styleforge.inversion.pti import PTIConfig, pivotal_tuning
 from styleforge.utils.errors import UserInputError
 from styleforge.utils.images import save_png, to_uint8
@@ -159,8 +159,9 @@ def project_targets(
             candidates={int(kk): float(r.distance[jj]) for kk, r, jj in outcomes[i]} if class_spec == "auto" else {},
         )
         if video:
+            G_noise = with_noise(G, noise)
             frames = (
-                _side_by_side(target_px, to_uint8(render(G, f[j : j + 1], noise))[0]) for _, f in res.frames
+                _side_by_side(target_px, to_uint8(render(G_noise, f[j : j + 1]))[0]) for _, f in res.frames
             )
             result.video = str(write_video(tdir / "proj.mp4", frames, fps=VIDEO_FPS).path)
         if pti is not None:
