@@ -13,7 +13,7 @@ import click
 # name -> (module, one-line help shown in `styleforge --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("styleforge.cli.generate", "Generate images or a grid from a network."),
-    "convert": ("styleforge.cli.convert", "Convert official pickles, TensorFlow and rosinality checkpoints (both ways)."),
+    "convert": ("styleforge.cli.convert", "Convert official/TensorFlow pickles and rosinality checkpoints (both ways)"),
     "export": ("styleforge.cli.export", "Export a generator as ONNX or TorchScript."),
     "train": ("styleforge.cli.train", "Train a GAN on a folder, a zip or a built-in dataset."),
     "demo": ("styleforge.cli.demo", "Train a tiny StyleGAN2 on the built-in emoji set and write a report."),

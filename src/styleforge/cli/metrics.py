@@ -71,7 +71,8 @@ def format_table(report: dict) -> str:
     "--vgg16",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="torchvision VGG16 weights for precision/recall and PPL (default: $STYLEFORGE_VGG16 or the cache).",
+    help="VGG16 for precision/recall and PPL: NVIDIA's vgg16.pt (NVIDIA's protocol; default: $STYLEFORGE_VGG16_LPIPS "
+    "or vgg16.pt in the cache) or torchvision's vgg16-397923af.pth ($STYLEFORGE_VGG16; PPL then also needs --lpips).",
 )
 @click.option(
     "--lpips",

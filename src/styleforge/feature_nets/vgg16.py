@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -43,6 +45,9 @@ __all__ = [
     "load_lpips_vgg16",
     "load_lpips_vgg16_nvidia",
     "lpips_vgg16_state_from_nvidia",
+    "load_vgg16_nvidia",
+    "vgg16_state_from_nvidia",
+    "is_nvidia_vgg16_file",
     "vgg16_state_dict_from_torchvision",
     "lpips_lin_from_state_dict",
     "VGG16_FILENAMES",
@@ -343,9 +348,9 @@ def lpips_vgg16_state_from_nvidia(state: dict[str, torch.Tensor]) -> dict[str, t
     return out
 
 
-def load_lpips_vgg16_nvidia(path: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> LPIPSVGG16:
-    """LPIPS-VGG16 from NVIDIA's ``vgg16.pt`` TorchScript (explicit ``path``, ``$STYLEFORGE_VGG16_LPIPS``,
-    ``cache_dir('weights')``); a ``.pkl`` that embeds the same archive works too. Only the parameters are read."""
+def _nvidia_archive_state(path: str | os.PathLike | None) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The file found for NVIDIA's ``vgg16.pt`` and the parameters stored in its TorchScript archive (read as
+    data; the archive's code is never run)."""
     from styleforge.feature_nets.inception import _embedded_zip, _is_torchscript, _torchscript_state
 
     file = find_weight_file(
@@ -359,7 +364,50 @@ def load_lpips_vgg16_nvidia(path: str | os.PathLike | None = None, device: torch
     archive = data if _is_torchscript(data) else _embedded_zip(data)
     if archive is None or not _is_torchscript(archive):
         raise UserInputError(f"{file}: not a TorchScript archive; expected NVIDIA's metrics/vgg16.pt.")
+    return file, _torchscript_state(archive)
+
+
+def is_nvidia_vgg16_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a TorchScript archive (NVIDIA's ``vgg16.pt``) rather than a torchvision state dict (the
+    zip directory is read; ``torch.save`` zips hold no ``code/``)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def load_lpips_vgg16_nvidia(path: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> LPIPSVGG16:
+    """LPIPS-VGG16 from NVIDIA's ``vgg16.pt`` TorchScript (explicit ``path``, ``$STYLEFORGE_VGG16_LPIPS``,
+    ``cache_dir('weights')``); a ``.pkl`` that embeds the same archive works too. Only the parameters are read."""
+    file, state = _nvidia_archive_state(path)
     net = LPIPSVGG16()
-    _strict_load(net, lpips_vgg16_state_from_nvidia(_torchscript_state(archive)), file)
+    _strict_load(net, lpips_vgg16_state_from_nvidia(state), file)
+    net.weights_file = str(file)
+    return net.eval().requires_grad_(False).to(device)
+
+
+#: NVIDIA's classifier layers -> ours (``layers.fc2`` is the 4096-d "fc2" embedding of precision/recall)
+_NVIDIA_FC = {"1": "fc6", "2": "fc7", "3": "fc8"}
+
+
+def vgg16_state_from_nvidia(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map the parameters of NVIDIA's ``vgg16.pt`` to a :class:`VGG16` state dict (with classifier): the
+    convolutions as in :func:`lpips_vgg16_state_from_nvidia`, ``layers.fc{1,2,3}`` -> ``fc6``, ``fc7``, ``fc8``;
+    the LPIPS weights are not part of the plain network and are dropped."""
+    out = {k[len("vgg.") :]: v for k, v in lpips_vgg16_state_from_nvidia(state).items() if k.startswith("vgg.")}
+    for k, v in state.items():
+        m = re.fullmatch(r"layers\.fc(\d)\.(weight|bias)", k)
+        if m and m.group(1) in _NVIDIA_FC:
+            out[f"{_NVIDIA_FC[m.group(1)]}.{m.group(2)}"] = v
+    return out
+
+
+def load_vgg16_nvidia(path: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> VGG16:
+    """VGG16 with classifier (precision/recall's fc2 embedding) from NVIDIA's ``vgg16.pt``, found as
+    :func:`load_lpips_vgg16_nvidia` finds it. Only the parameters are read."""
+    file, state = _nvidia_archive_state(path)
+    net = VGG16()
+    _strict_load(net, vgg16_state_from_nvidia(state), file)
     net.weights_file = str(file)
     return net.eval().requires_grad_(False).to(device)

@@ -31,6 +31,7 @@ __all__ = [
     "FeatureNet",
     "get_inception",
     "get_vgg16",
+    "nvidia_vgg16_file",
     "dataset_batches",
     "generator_batches",
     "collect",
@@ -144,19 +145,42 @@ def _load_inception(ctx: MetricContext, random_init: bool) -> FeatureNet:
 
 
 def get_vgg16(ctx: MetricContext) -> FeatureNet:
-    """VGG16 (torchvision weights) for the precision/recall embedding."""
+    """VGG16 for the precision/recall embedding: NVIDIA's ``vgg16.pt`` when :func:`nvidia_vgg16_file` finds it,
+    else torchvision's weights."""
     return _memoised(ctx, ("net", "vgg16", ctx.options.get("vgg16"), str(ctx.device)), lambda: _load_vgg16(ctx))
 
 
-def _load_vgg16(ctx: MetricContext) -> FeatureNet:
-    from styleforge.feature_nets.vgg16 import load_vgg16
+def nvidia_vgg16_file(ctx: MetricContext) -> Path | None:
+    """NVIDIA's ``vgg16.pt`` for precision/recall and PPL, or ``None`` (then torchvision's VGG16 and the ``lpips``
+    calibration are used): ``options['vgg16']`` when it is a TorchScript archive, else (no explicit file)
+    ``$STYLEFORGE_VGG16_LPIPS`` or ``vgg16.pt`` in the weights cache."""
+    from styleforge.feature_nets.vgg16 import NVIDIA_LPIPS_ENV_VAR, NVIDIA_LPIPS_FILENAMES, is_nvidia_vgg16_file
+    from styleforge.utils.io import WeightsNotFoundError, find_weight_file
 
-    net = load_vgg16(ctx.options.get("vgg16"), device=ctx.device)
+    explicit = ctx.options.get("vgg16")
+    if explicit is not None:
+        return Path(explicit) if is_nvidia_vgg16_file(explicit) else None
+    try:
+        found = find_weight_file("VGG16 (NVIDIA)", NVIDIA_LPIPS_FILENAMES, env_var=NVIDIA_LPIPS_ENV_VAR)
+    except WeightsNotFoundError:
+        return None
+    return found if is_nvidia_vgg16_file(found) else None
+
+
+def _load_vgg16(ctx: MetricContext) -> FeatureNet:
+    from styleforge.feature_nets.vgg16 import load_vgg16, load_vgg16_nvidia
+
+    nvidia = nvidia_vgg16_file(ctx)
+    if nvidia is not None:
+        net = load_vgg16_nvidia(nvidia, device=ctx.device)
+    else:
+        net = load_vgg16(ctx.options.get("vgg16"), device=ctx.device)
     pre = {
         "resize": "bilinear_antialias",
         "input_scaling": "imagenet",
         "input_size": 224,
         "layer": "fc2_relu",
+        "weights_format": "nvidia-vgg16.pt" if nvidia is not None else "torchvision",
     }
     return FeatureNet(net, "vgg16", net.weights_file, file_sha256(net.weights_file), pre)
 

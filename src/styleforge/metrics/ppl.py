@@ -69,14 +69,18 @@ def compute_ppl(
         sampling: ``"end"`` (t = 0) or ``"full"`` (t ~ U[0, 1)).
         crop: crop the central region of face images.
     """
-    from styleforge.feature_nets.vgg16 import load_lpips_vgg16
+    from styleforge.feature_nets.vgg16 import load_lpips_vgg16, load_lpips_vgg16_nvidia
 
     if space not in ("w", "z") or sampling not in ("end", "full"):
         raise UserInputError(f"PPL space must be 'w' or 'z' and sampling 'end' or 'full'; got {space!r}, {sampling!r}.")
     G = ctx.G
     if G is None or not hasattr(G, "mapping") or not hasattr(G, "synthesis"):
         raise UserInputError("PPL needs a style-based generator with .mapping and .synthesis; pass --network.")
-    lpips = load_lpips_vgg16(ctx.options.get("vgg16"), ctx.options.get("lpips"), device=ctx.device)
+    nvidia = fx.nvidia_vgg16_file(ctx)  # NVIDIA's vgg16.pt when present, else torchvision VGG16 + lpips vgg.pth
+    if nvidia is not None:
+        lpips = load_lpips_vgg16_nvidia(nvidia, device=ctx.device)
+    else:
+        lpips = load_lpips_vgg16(ctx.options.get("vgg16"), ctx.options.get("lpips"), device=ctx.device)
     n = fx.num_gen_for(ctx, num_samples)
     gen = torch.Generator(device="cpu").manual_seed(ctx.seed)
     labels = fx.label_sampler(G, ctx.dataset, ctx.seed, ctx.device)
@@ -111,6 +115,7 @@ def compute_ppl(
         {
             "feature_net": "lpips_vgg16",
             "weights": lpips.weights_file,
+            "weights_format": "nvidia-vgg16.pt" if nvidia is not None else "torchvision+lpips",
             "num_samples": n,
             "epsilon": epsilon,
             "space": space,
