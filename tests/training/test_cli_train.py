@@ -21,7 +21,8 @@ def test_dry_run_prints_resolved_config(toy_data, tmp_path):
     assert cfg["loss"]["blur_init_sigma"] == 10 and cfg["loss"]["pl_weight"] == 0
     assert cfg["loss"]["r1_gamma"] == 0.0002 * 16**2 / 8  # the heuristic at the data's 16 px
     assert cfg["ema_kimg"] == 8 * 10 / 32 and cfg["g_opt"]["lr"] == 0.003 and cfg["d_opt"]["lr"] == 0.002
-    assert cfg["model_overrides"]["G"] == {"channel_base": 1024, "channel_max": 64, "mapping_layers": 3,
+    # As the official tool, stylegan3-r doubles G's --cbase/--cmax (D keeps them).
+    assert cfg["model_overrides"]["G"] == {"channel_base": 2048, "channel_max": 128, "mapping_layers": 3,
                                            "magnitude_ema_beta": 0.5 ** (8 / 20_000)}
     assert cfg["model_overrides"]["D"] == {"channel_base": 1024, "channel_max": 64}
     assert not list(tmp_path.iterdir())  # nothing written

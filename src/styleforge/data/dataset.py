@@ -22,6 +22,8 @@ images of another size are centre-cropped to a square and resized with a Lanczos
 
 from __future__ import annotations
 
+import copy
+
 import io
 import json
 import os
@@ -408,6 +410,14 @@ class ImageDataset:
 
     def __len__(self) -> int:
         return self.num_images * (2 if self._xflip else 1)
+
+    def unmirrored(self) -> ImageDataset:
+        """The same images without the x-flipped copies (what metrics compare against); shares the decoded data."""
+        if not self._xflip:
+            return self
+        view = copy.copy(self)
+        view._xflip = False
+        return view
 
     def raw_image(self, i: int) -> np.ndarray:
         """Image ``i`` (``0 <= i < num_images``) as uint8 ``[C, H, W]``, not mirrored."""

@@ -147,6 +147,9 @@ def _filtered_lrelu_fast(x, fu, fd, b, up, down, pad, gain, slope, clamp, flip_f
     (every step is per channel): the upsampled block then stays in cache through the activation and the
     downsampling filter, which matters more than the arithmetic on a CPU.
     """
+    tracked = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
+    if tracked:
+        return _LeanFilteredLrelu.apply(x, b, fu, fd, up, down, pad, gain, slope, clamp, flip_filter)
     to_channels_last = use_channels_last(x, fu, fd)
     args = (fu, fd, up, pad, down, gain, slope, clamp, flip_filter)
     channels = x.shape[1]
@@ -157,10 +160,6 @@ def _filtered_lrelu_fast(x, fu, fd, b, up, down, pad, gain, slope, clamp, flip_f
     bounds = [channels * i // num_blocks for i in range(num_blocks + 1)]
     blocks = list(zip(bounds[:-1], bounds[1:], strict=True))
     bias = [b[c0:c1] if b is not None else None for c0, c1 in blocks]
-    tracked = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
-    if tracked:
-        ys = [_fast_block(x[:, c0:c1], bb, True, *args) for (c0, c1), bb in zip(blocks, bias, strict=True)]
-        return torch.cat(ys, dim=1).contiguous()
     out = None
     for (c0, c1), bb in zip(blocks, bias, strict=True):
         y = _fast_block(x[:, c0:c1], bb, True, *args)
@@ -195,6 +194,101 @@ def _fast_block(x, b, to_channels_last, fu, fd, up, pad, down, gain, slope, clam
         if limit is not None:
             x = x.clamp(-limit, limit)
     return upfirdn2d_fast_core(x, fd, (1, 1), (down, down), (0, 0, 0, 0), flip_filter, gain if fold_gain else 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The fast path's autograd: keep a 1-byte slope code per upsampled pixel instead of the float activations
+
+#: Slope codes of the saved mask: where the activation was clamped (gradient 0), negative (slope), positive (1).
+_CLAMPED, _NEGATIVE, _POSITIVE = 0, 1, 2
+
+
+def _adjoint_padding(size: int, out: int, up: int, down: int, taps: int, pad0: int) -> tuple[int, int]:
+    """Padding of the upfirdn2d that computes the adjoint (the input gradient) of one axis of an upfirdn2d.
+
+    The forward maps ``size`` samples to ``out`` with ``up``, ``down``, ``taps`` and leading padding ``pad0``; its
+    adjoint is the upfirdn2d with up and down swapped, the filter flipped and this padding.
+    """
+    return taps - 1 - pad0, size * up - out * down + pad0 - up + 1
+
+
+def _upfirdn2d_adjoint(g, f, up, down, pad, flip_filter, gain, in_h, in_w) -> torch.Tensor:
+    """``d upfirdn2d(x) / dx`` applied to ``g`` (differentiable in ``g``, so second derivatives work)."""
+    fw, fh = filter_size(f)
+    px = _adjoint_padding(in_w, g.shape[3], up, down, fw, pad[0])
+    py = _adjoint_padding(in_h, g.shape[2], up, down, fh, pad[2])
+    return upfirdn2d_fast_core(g, f, (down, down), (up, up), (*px, *py), not flip_filter, gain)
+
+
+def _lean_forward_block(x, b, fu, fd, up, down, pad, gain, slope, clamp, flip_filter):
+    """One block of channels: the output and the slope code of every upsampled pixel (uint8)."""
+    if b is not None:
+        x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
+    u = upfirdn2d_fast_core(x, fu, (up, up), (1, 1), pad, flip_filter, up**2)
+    fold_gain = gain > 0 and fd is not None
+    if not fold_gain and gain != 1:
+        u = u * gain
+    limit = None if clamp is None else (clamp / gain if fold_gain else clamp)
+    code = torch.where(u > 0, _POSITIVE, _NEGATIVE).to(torch.uint8)
+    u = F.leaky_relu_(u, slope)
+    if limit is not None:
+        code.masked_fill_(u.abs() > limit, _CLAMPED)
+        u = u.clamp_(-limit, limit)
+    y = upfirdn2d_fast_core(u, fd, (1, 1), (down, down), (0, 0, 0, 0), flip_filter, gain if fold_gain else 1)
+    return y, code, u.shape
+
+
+class _LeanFilteredLrelu(torch.autograd.Function):
+    """``filtered_lrelu`` whose backward needs only a uint8 code per upsampled pixel.
+
+    Autograd over the plain fast path keeps up to three float copies of the upsampled activations per layer (the
+    leaky ReLU's, the clamp's and the downsampling convolution's inputs) until the backward pass; here the
+    gradient is ``up^T (code' * down^T dy)`` with ``code'`` the slope (1, ``slope`` or 0 where clamped), so only
+    the code is kept: a quarter of one copy. The backward is written with differentiable ops, so gradients of
+    gradients (path length, R1 through G) work; the code is piecewise constant, so its own derivative is zero,
+    as that of the leaky ReLU.
+    """
+
+    @staticmethod
+    def forward(ctx, x, b, fu, fd, up, down, pad, gain, slope, clamp, flip_filter):
+        to_channels_last = use_channels_last(x, fu, fd)
+        channels = x.shape[1]
+        num_blocks = max(channels // CPU_BLOCK_CHANNELS, 1) if to_channels_last else 1
+        bounds = [channels * i // num_blocks for i in range(num_blocks + 1)]
+        ys, codes = [], []
+        for c0, c1 in zip(bounds[:-1], bounds[1:], strict=True):
+            xb = x[:, c0:c1]
+            if to_channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            y, code, _ = _lean_forward_block(xb, None if b is None else b[c0:c1], fu, fd, up, down, pad, gain, slope,
+                                             clamp, flip_filter)
+            ys.append(y)
+            codes.append(code)
+        ctx.save_for_backward(fu, fd, *codes)
+        ctx.args = (up, down, pad, gain, slope, flip_filter, bounds, to_channels_last, x.shape, b is not None)
+        y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
+        return y.contiguous()
+
+    @staticmethod
+    def backward(ctx, dy):
+        fu, fd, *codes = ctx.saved_tensors
+        up, down, pad, gain, slope, flip_filter, bounds, to_channels_last, shape, has_bias = ctx.args
+        fold_gain = gain > 0 and fd is not None
+        dxs = []
+        for (c0, c1), code in zip(zip(bounds[:-1], bounds[1:], strict=True), codes, strict=True):
+            g = dy[:, c0:c1]
+            if to_channels_last:
+                g = g.contiguous(memory_format=torch.channels_last)
+            g = _upfirdn2d_adjoint(g, fd, 1, down, (0, 0, 0, 0), flip_filter, gain if fold_gain else 1,
+                                   code.shape[2], code.shape[3])
+            deriv = (code == _POSITIVE).to(g.dtype) + (code == _NEGATIVE).to(g.dtype) * slope
+            g = g * deriv
+            if not fold_gain and gain != 1:
+                g = g * gain
+            dxs.append(_upfirdn2d_adjoint(g, fu, up, 1, pad, flip_filter, up**2, shape[2], shape[3]))
+        dx = (dxs[0] if len(dxs) == 1 else torch.cat(dxs, dim=1)).contiguous()
+        db = dx.sum(dim=(0, 2, 3)) if has_bias else None
+        return dx, db, None, None, None, None, None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,15 +1,18 @@
 """Adaptive discriminator augmentation (ADA; Karras et al. 2020, "Training Generative Adversarial Networks
 with Limited Data"): the differentiable 'bgc' pipeline and the controller that adapts its probability p.
 
-Every image D sees (real or generated) goes through :class:`AugmentPipe`. Each transform is applied to each
+Every image D sees (real or generated) goes through :class:`AugmentPipe`, which has the official groups and
+pipeline names (``blit``, ``geom``, ``color``, ``filter``, ``noise``, ``cutout``, ``bg``, ``bgc``, ``bgcf``,
+``bgcfn``, ``bgcfnc``). Each transform is applied to each
 image independently with probability ``p`` (rotation with ``1 - sqrt(1 - p)``, because it is drawn twice,
 before and after anisotropic scaling), so that at p < 0.8 the augmentations do not leak into G (paper,
 section 2.3).
 
 Geometric transforms (x-flip, 90-degree rotation, integer translation, isotropic scaling, arbitrary rotation,
 anisotropic scaling, fractional translation) are composed into one 3x3 matrix per image, the inverse map from
-output to input pixel coordinates. The image is upsampled 2x with an orthonormal wavelet, resampled with
-bilinear ``grid_sample`` (mirror padding outside the image), and filtered back down, all differentiable.
+output to input pixel coordinates. As in the official pipeline, the image is reflect-padded by the margin the
+transformed corners need, upsampled 2x with the Symlet-6 wavelet, resampled with bilinear ``grid_sample``, and
+filtered back down, all differentiable; a constant image stays constant under any rotation, zoom or translation.
 Colour transforms (brightness, contrast, luma flip, hue rotation, saturation) form one 4x4 affine matrix per
 image acting on RGB (on the mean for grayscale; alpha is left alone).
 
@@ -34,17 +37,24 @@ __all__ = ["AugmentStrengths", "AugmentPipe", "AdaController", "PIPELINES"]
 
 #: Luma axis of RGB used by luma flip, hue rotation and saturation (equal weights, unit length).
 LUMA_AXIS = (1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(3))
-#: Orthonormal near-symmetric wavelet (Symlet 4, 8 taps) used to resample 2x around the geometric warp.
-#: Because it is orthonormal, upsampling and then downsampling with it (the second time as correlation) is the
-#: identity, so a warp that does nothing leaves the image unchanged.
-SYM4 = (-0.0757657148, -0.0296355276, 0.4976186676, 0.8037387518,
-        0.2978577956, -0.0992195436, -0.0126039673, 0.0322231006)
-#: Reflection margin added before resampling (half the filter length plus two).
-RESAMPLE_MARGIN = len(SYM4) // 2 + 2
+#: Orthonormal near-symmetric wavelet (Symlet 6, 12 taps; the official pipeline's geometric resampling filter)
+#: used to resample 2x around the geometric warp. Because it is orthonormal, upsampling and then downsampling with
+#: it (the second time as correlation) is the identity, so a warp that does nothing leaves the image unchanged.
+SYM6 = (0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633,
+        0.4910559419267466, 0.787641141030194, 0.3379294217276218, -0.07263752278646252,
+        -0.021060292512300564, 0.04472490177066578, 0.0017677118642428036, -0.007800708325034148)
+#: Symlet 2 (4 taps): the low-pass prototype of the image-space filter bank (group ``f``).
+SYM2 = (-0.12940952255092145, 0.22414386804185735, 0.836516303737469, 0.48296291314469025)
+#: Extra border (input pixels) kept around the warped image so that the 2x downsampling filter has support:
+#: a quarter of the filter length, as in the official pipeline.
+RESAMPLE_PAD = len(SYM6) // 4
 #: The wavelet is not exactly symmetric: the upsampled image is displaced by the offset of the filter's energy
 #: centroid from its middle tap (in upsampled pixels, so half of it in input pixels). The warp is done about
 #: the displaced centre, which makes flips and rotations line up with the input to within a small phase error.
-SYM4_CENTER_OFFSET = (sum(k * t * t for k, t in enumerate(SYM4)) - (len(SYM4) - 1) / 2) / 2
+SYM6_CENTER_OFFSET = (sum(k * t * t for k, t in enumerate(SYM6)) - (len(SYM6) - 1) / 2) / 2
+#: Expected share of the image power in each of the four octave bands of group ``f`` (lowest band first); the
+#: random band gains are normalised so that this expected power is preserved.
+FILTER_BAND_POWER = (10 / 13, 1 / 13, 1 / 13, 1 / 13)
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,13 @@ class AugmentStrengths:
     contrast_std: float = 0.5
     hue_max: float = 1.0
     saturation_std: float = 1.0
+    imgfilter: float = 0.0  # image-space filtering: random gains of four octave bands
+    imgfilter_bands: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    imgfilter_std: float = 1.0  # log2 standard deviation of a band's gain
+    noise: float = 0.0  # additive Gaussian noise, sigma ~ |N(0, noise_std)| per image
+    noise_std: float = 0.1
+    cutout: float = 0.0  # a square of side cutout_size (fraction of the image) set to 0
+    cutout_size: float = 0.5
 
     def has_geometry(self) -> bool:
         return any((self.xflip, self.rotate90, self.xint, self.scale, self.rotate, self.aniso, self.xfrac))
@@ -89,14 +106,52 @@ class AugmentStrengths:
 _B = dict(xflip=1, rotate90=1, xint=1)
 _G = dict(scale=1, rotate=1, aniso=1, xfrac=1)
 _C = dict(brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
-#: Named pipelines of the paper: b = pixel blitting, g = general geometric, c = colour.
+_F = dict(imgfilter=1)
+_N = dict(noise=1)
+_CUT = dict(cutout=1)
+#: The official named pipelines: b = pixel blitting, g = general geometric, c = colour, f = image-space filtering,
+#: n = additive noise, c (last) = cutout.
 PIPELINES: dict[str, AugmentStrengths] = {
     "blit": AugmentStrengths(**_B),
     "geom": AugmentStrengths(**_G),
     "color": AugmentStrengths(**_C),
+    "filter": AugmentStrengths(**_F),
+    "noise": AugmentStrengths(**_N),
+    "cutout": AugmentStrengths(**_CUT),
     "bg": AugmentStrengths(**_B, **_G),
     "bgc": AugmentStrengths(**_B, **_G, **_C),
+    "bgcf": AugmentStrengths(**_B, **_G, **_C, **_F),
+    "bgcfn": AugmentStrengths(**_B, **_G, **_C, **_F, **_N),
+    "bgcfnc": AugmentStrengths(**_B, **_G, **_C, **_F, **_N, **_CUT),
 }
+
+
+def _octave_filter_bank(prototype: tuple[float, ...]) -> np.ndarray:
+    """Four zero-phase band-pass filters [4, taps] that split the spectrum into octaves and sum to a delta.
+
+    From the orthonormal low-pass ``h`` and its quadrature mirror ``g[k] = (-1)^k h[k]``: the half-band
+    low-pass ``L = (h * reverse(h)) / 2`` and high-pass ``Hp = (g * reverse(g)) / 2`` (``L + Hp`` is a unit
+    impulse). Band 3 (highest) is ``Hp``; band k < 3 is the lower bands of the previous level dilated by 2
+    (``z -> z^2``) and filtered by ``L``, so band 0 holds the lowest octave and the four bands add up to a delta.
+    """
+    h = np.asarray(prototype, dtype=np.float64)
+    g = h * (-1.0) ** np.arange(len(h))
+    low = np.convolve(h, h[::-1]) / 2
+    high = np.convolve(g, g[::-1]) / 2
+    bands = [np.array([1.0])]  # the whole band at the coarsest level
+    for _ in range(3):
+        dilated = []
+        for b in bands:
+            d = np.zeros(2 * len(b) - 1)
+            d[::2] = b
+            dilated.append(np.convolve(d, low))
+        bands = dilated + [high]
+    width = max(len(b) for b in bands)
+    out = np.zeros((len(bands), width))
+    for i, b in enumerate(bands):
+        off = (width - len(b)) // 2
+        out[i, off : off + len(b)] = b
+    return out
 
 
 # -- 3x3 (2-D homogeneous) and 4x4 (3-D homogeneous) matrices, batched --
@@ -157,11 +212,12 @@ class AugmentPipe(nn.Module):
         super().__init__()
         self.strengths = strengths
         self.register_buffer("p", torch.tensor(float(p)))
-        taps = torch.tensor(SYM4, dtype=torch.float64)
+        taps = torch.tensor(SYM6, dtype=torch.float64)
         self.register_buffer("resample_filter", (taps / taps.sum()).float(), persistent=False)
+        self.register_buffer("filter_bank", torch.from_numpy(_octave_filter_bank(SYM2)).float(), persistent=False)
 
     def extra_repr(self) -> str:
-        on = [k for k, v in vars(self.strengths).items() if not k.endswith(("_max", "_std")) and v]
+        on = [k for k, v in vars(self.strengths).items() if isinstance(v, (int, float)) and v and "_" not in k]
         return f"p={float(self.p):.4f}, transforms={on}"
 
     # -- geometry --
@@ -216,22 +272,84 @@ class AugmentPipe(nn.Module):
         return g if touched else None
 
     def _warp(self, x: torch.Tensor, g_inv: torch.Tensor) -> torch.Tensor:
-        """Resample ``x`` at ``g_inv @ output coordinates`` with 2x oversampling and mirror padding."""
+        """Resample ``x`` at ``g_inv @ output coordinates`` (pixel units, origin at the image centre).
+
+        As the official pipeline: reflect-pad by the margin that the transformed corners of the output need
+        (plus the filter support), upsample 2x with the wavelet, sample bilinearly, filter back down and crop.
+        A constant image stays constant as long as the margin fits the reflection (at most the image size).
+        """
         n, c, h, w = x.shape
         f = self.resample_filter.to(x.dtype)
-        margin = min(RESAMPLE_MARGIN, h - 1, w - 1)
-        hp, wp = h + 2 * margin, w + 2 * margin
-        up = upsample2d(F.pad(x, [margin] * 4, mode="reflect"), f, up=2)
-        # Pixel coordinates centred on the image -> grid_sample's [-1, 1] coordinates of the padded image.
-        to_norm = torch.diag(torch.tensor([2.0 / wp, 2.0 / hp, 1.0], device=x.device))
-        from_norm = torch.diag(torch.tensor([wp / 2.0, hp / 2.0, 1.0], device=x.device))
+        pad = RESAMPLE_PAD
+        cx, cy = (w - 1) / 2, (h - 1) / 2
+        corners = torch.tensor([[-cx, -cy, 1.0], [cx, -cy, 1.0], [cx, cy, 1.0], [-cx, cy, 1.0]], device=x.device)
+        src = (g_inv.to(corners.dtype) @ corners.t())[:, :2, :]  # [n, 2, 4]: where the corners sample
+        reach = torch.stack([-src[:, 0].amin(), -src[:, 1].amin(), src[:, 0].amax(), src[:, 1].amax()])
+        need = reach - torch.tensor([cx, cy, cx, cy], device=x.device) + 2 * pad + abs(SYM6_CENTER_OFFSET)
+        limit = torch.tensor([w - 1, h - 1, w - 1, h - 1], device=x.device, dtype=need.dtype)
+        mx0, my0, mx1, my1 = (int(v) for v in torch.minimum(need.clamp(min=0), limit).ceil().tolist())
+        x = F.pad(x, [mx0, mx1, my0, my1], mode="reflect")
+        hp, wp = x.shape[2], x.shape[3]
+        up = upsample2d(x, f, up=2)
+        # Centred pixel coordinates: padding moves the centre; 2x resampling scales them by 2.
+        recentre = _translate2d(torch.tensor([(mx0 - mx1) / 2]), torch.tensor([(my0 - my1) / 2]))[0].to(x.device)
         shift, unshift = torch.eye(3, device=x.device), torch.eye(3, device=x.device)
-        shift[:2, 2], unshift[:2, 2] = SYM4_CENTER_OFFSET, -SYM4_CENTER_OFFSET
-        theta = (to_norm @ shift @ g_inv @ unshift @ from_norm)[:, :2, :].to(x.dtype)
-        grid = F.affine_grid(theta, [n, c, 2 * hp, 2 * wp], align_corners=False)
-        warped = F.grid_sample(up, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        shift[:2, 2], unshift[:2, 2] = SYM6_CENTER_OFFSET, -SYM6_CENTER_OFFSET
+        out_h, out_w = 2 * (h + 2 * pad), 2 * (w + 2 * pad)
+        to_norm = torch.diag(torch.tensor([2.0 / (2 * wp), 2.0 / (2 * hp), 1.0], device=x.device))
+        from_norm = torch.diag(torch.tensor([out_w / 2.0, out_h / 2.0, 1.0], device=x.device))
+        twice, half = torch.diag(torch.tensor([2.0, 2.0, 1.0], device=x.device)), \
+            torch.diag(torch.tensor([0.5, 0.5, 1.0], device=x.device))
+        theta = to_norm @ twice @ shift @ recentre @ g_inv @ unshift @ half @ from_norm
+        grid = F.affine_grid(theta[:, :2, :].to(x.dtype), [n, c, out_h, out_w], align_corners=False)
+        warped = F.grid_sample(up, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         down = downsample2d(warped, f, down=2, flip_filter=True)
-        return down[:, :, margin : margin + h, margin : margin + w]
+        return down[:, :, pad : pad + h, pad : pad + w]
+
+    # -- image-space filtering, noise, cutout --
+
+    def _filter(self, x: torch.Tensor, p: float) -> torch.Tensor:
+        """Random gains of four octave bands (log2-normal), normalised to keep the expected power; separable."""
+        s = self.strengths
+        n, c, h, w = x.shape
+        power = torch.tensor(FILTER_BAND_POWER, device=x.device)
+        gains = torch.ones(n, 4, device=x.device)
+        for i, band in enumerate(s.imgfilter_bands):
+            gain = torch.exp2(torch.randn(n, device=x.device) * s.imgfilter_std)
+            gains[:, i] = _gate(p * s.imgfilter * band, gain, 1)
+        gains = gains / (power * gains.square()).sum(dim=1, keepdim=True).sqrt()
+        taps = (gains @ self.filter_bank.to(x.device)).to(x.dtype)  # [n, K], one filter per image
+        k = taps.shape[1]
+        radius = k // 2
+        rad_x, rad_y = min(radius, w - 1), min(radius, h - 1)
+        if rad_x < radius or rad_y < radius:  # image smaller than the filter: trim the taps symmetrically
+            taps = taps[:, radius - min(rad_x, rad_y) : radius + min(rad_x, rad_y) + 1]
+            rad_x = rad_y = min(rad_x, rad_y)
+        kern = taps.repeat_interleave(c, dim=0)  # [n * c, K]
+        y = x.reshape(1, n * c, h, w)
+        y = F.pad(y, [rad_x, rad_x, 0, 0], mode="reflect")
+        y = F.conv2d(y, kern[:, None, None, :], groups=n * c)
+        y = F.pad(y, [0, 0, rad_y, rad_y], mode="reflect")
+        y = F.conv2d(y, kern[:, None, :, None], groups=n * c)
+        return y.reshape(n, c, h, w)
+
+    def _noise(self, x: torch.Tensor, p: float) -> torch.Tensor:
+        s = self.strengths
+        n = x.shape[0]
+        sigma = _gate(p * s.noise, torch.randn(n, device=x.device).abs() * s.noise_std, 0)
+        return x + torch.randn_like(x) * sigma.to(x.dtype)[:, None, None, None]
+
+    def _cutout(self, x: torch.Tensor, p: float) -> torch.Tensor:
+        s = self.strengths
+        n, _, h, w = x.shape
+        size = _gate(p * s.cutout, torch.full((n,), s.cutout_size, device=x.device), 0)
+        centre = torch.rand(n, 2, device=x.device)
+        cy = (torch.arange(h, device=x.device) + 0.5) / h
+        cx = (torch.arange(w, device=x.device) + 0.5) / w
+        out_x = (cx[None, :] - centre[:, 0:1]).abs() >= size[:, None] / 2  # [n, w]
+        out_y = (cy[None, :] - centre[:, 1:2]).abs() >= size[:, None] / 2  # [n, h]
+        keep = out_x[:, None, :] | out_y[:, :, None]
+        return x * keep[:, None].to(x.dtype)
 
     # -- colour --
 
@@ -288,6 +406,12 @@ class AugmentPipe(nn.Module):
                 rgb = x[:, :3].reshape(n, 3, h * w)
                 rgb = cm[:, :3, :3] @ rgb + cm[:, :3, 3:]
                 x = torch.cat([rgb.reshape(n, 3, h, w), x[:, 3:]], dim=1)
+        if self.strengths.imgfilter > 0:
+            x = self._filter(x, p)
+        if self.strengths.noise > 0:
+            x = self._noise(x, p)
+        if self.strengths.cutout > 0:
+            x = self._cutout(x, p)
         return x
 
 
@@ -305,13 +429,17 @@ class AdaController:
                  batch_size: int = 64) -> None:
         self.pipe, self.target, self.interval = pipe, target, interval
         self.ada_kimg, self.batch_size = ada_kimg, batch_size
-        self.acc = torch.zeros(2, dtype=torch.float64)
+        self.acc = torch.zeros(2, dtype=torch.float64, device=pipe.p.device)
         self.steps = 0
         self.last_rt: float = float("nan")
 
     def accumulate(self, real_logits: torch.Tensor) -> None:
-        self.acc += torch.stack([torch.sign(real_logits.detach()).sum().double().cpu(),
-                                 torch.tensor(float(real_logits.numel()), dtype=torch.float64)])
+        """Add the signs of D's logits on real images (stays on the device: no host synchronisation)."""
+        logits = real_logits.detach()
+        if self.acc.device != logits.device:
+            self.acc = self.acc.to(logits.device)
+        self.acc[0] += torch.sign(logits).sum().double()
+        self.acc[1] += logits.numel()
 
     def update(self, all_reduce=None) -> None:
         """Count one minibatch; every ``interval`` of them, adjust p (all ranks get the same value)."""
@@ -330,9 +458,9 @@ class AdaController:
         self.pipe.p.fill_(new_p)
 
     def state_dict(self) -> dict:
-        return {"acc": self.acc.clone(), "steps": self.steps, "last_rt": self.last_rt}
+        return {"acc": self.acc.detach().cpu().clone(), "steps": self.steps, "last_rt": self.last_rt}
 
     def load_state_dict(self, state: dict) -> None:
-        self.acc = state["acc"].clone().to(torch.float64)
+        self.acc = state["acc"].clone().to(device=self.pipe.p.device, dtype=torch.float64)
         self.steps = int(state["steps"])
         self.last_rt = float(state["last_rt"])

@@ -2,8 +2,9 @@
 
 ``training_state.pt`` holds only tensors and plain Python values, so it is read with
 ``torch.load(weights_only=True)``: the state dicts of G, D and G_ema, both Adam optimisers, the augment pipe
-(its ``p``) and the ADA accumulators, ``pl_mean``, the RNG states of every process (torch, CUDA, numpy,
-python), the counters (``cur_nimg``, ``cur_tick``, ``batch_idx``), the resolved config and the version. It is
+(its ``p``) and the ADA accumulators, ``pl_mean``, the counters (``cur_nimg``, ``cur_tick``, ``batch_idx``), the
+resolved config, the recipe kind and the version. No RNG state is needed: the engine derives every random number
+from the seed and the counters. It is
 written to a temporary file and renamed, so an interrupted save leaves the previous state intact.
 
 The exportable snapshot is a directory in styleforge's own format (:func:`styleforge.loading.save`), loadable by
@@ -14,11 +15,9 @@ from __future__ import annotations
 
 import io
 import os
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from styleforge.utils.errors import UserInputError
@@ -27,8 +26,6 @@ from styleforge.utils.io import atomic_write_bytes
 __all__ = [
     "STATE_FILE",
     "STATE_FORMAT_VERSION",
-    "capture_rng",
-    "restore_rng",
     "save_training_state",
     "load_training_state",
     "find_latest_run",
@@ -36,34 +33,9 @@ __all__ = [
 
 #: File name of the training state inside a run directory.
 STATE_FILE = "training_state.pt"
-#: Version of the training-state layout (bumped when keys change).
-STATE_FORMAT_VERSION = 1
-
-
-def capture_rng() -> dict[str, Any]:
-    """The RNG states of this process as tensors and plain values (``weights_only``-loadable)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng`."""
-    torch.set_rng_state(state["torch"])
-    npy = state["numpy"]
-    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
-                         npy["cached_gaussian"]))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+#: Version of the training-state layout (bumped when keys change): 2 = the shared engine (``kind``, the config as a
+#: dict, no RNG states: every random number is derived from the seed and the counters).
+STATE_FORMAT_VERSION = 2
 
 
 def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> None:

@@ -10,10 +10,18 @@ Phases (StyleGAN2, section 3.1 and appendix B):
 
 - ``Gmain``: ``softplus(-D(G(z)))``.
 - ``Greg``: path-length penalty ``w_pl * (||J_w^T y||_2 - a)^2`` with ``y ~ N(0, I) / sqrt(H W)`` and ``a`` the
-  running mean of the lengths, times the interval (lazy). ``a`` is updated once per phase from the lengths of
-  the whole minibatch (all processes), after the penalty has used the previous value.
+  running mean of the lengths, times the interval (lazy). Official formulation (``pl_mean_update='official'``,
+  the default): each chunk first moves ``a`` toward the mean of its own lengths, ``a <- a + decay * (mean - a)``,
+  and its penalty uses that updated ``a``. ``'after_minibatch'``: ``a`` moves once per phase toward the mean over
+  the whole minibatch (all processes), after the penalty used the previous value, so that N processes give
+  bit-identical results to one.
 - ``Dmain``: ``softplus(D(G(z))) + softplus(-D(x))``.
 - ``Dreg``: ``gamma / 2 * ||grad_x D(x)||^2`` on real images, times the interval (lazy).
+
+StyleGAN3-R blurs every image D sees with the official kernel ``f(x) = 2^(-(x / sigma)^2)`` over ``|x| <= 3
+sigma`` (normalised, zero padding), sigma fading linearly from ``blur_init_sigma`` to 0 over ``blur_fade_kimg``.
+
+Statistics are returned as tensors on the device (no host synchronisation in the per-minibatch path).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from styleforge.ops.upfirdn2d import filter2d
 from styleforge.training.augment import AdaController, AugmentPipe
 from styleforge.training.config import LossConfig
 
@@ -36,19 +45,14 @@ BLUR_SIGMAS = 3
 
 
 def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur ``exp(-x^2 / (2 sigma^2))`` (normalised, reflect padding), ``[N, C, H, W]``."""
+    """The official StyleGAN3-R blur: separable ``2^(-(x / sigma)^2)``, ``|x| <= floor(3 sigma)``, normalised,
+    zero padding (``[N, C, H, W]`` -> same shape)."""
     radius = int(math.floor(sigma * BLUR_SIGMAS))
     if radius < 1:
         return img
-    radius = min(radius, img.shape[2] - 1, img.shape[3] - 1)
-    x = torch.arange(-radius, radius + 1, device=img.device, dtype=img.dtype)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = k / k.sum()
-    c = img.shape[1]
-    out = F.pad(img, [radius, radius, 0, 0], mode="reflect")
-    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    out = F.pad(out, [0, 0, radius, radius], mode="reflect")
-    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    x = torch.arange(-radius, radius + 1, device=img.device, dtype=torch.float32)
+    f = torch.exp2(-(x / sigma).square())
+    return filter2d(img, f / f.sum())
 
 
 class StyleGANLoss:
@@ -67,7 +71,7 @@ class StyleGANLoss:
         self.augment_pipe, self.ada = augment_pipe, ada
         device = next(G.parameters()).device
         self.pl_mean = torch.zeros([], device=device)
-        self._pl_acc = torch.zeros(2, dtype=torch.float64)  # (sum of lengths, count) of the running phase
+        self._pl_acc = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of lengths, count) of a phase
 
     # -- helpers --
 
@@ -76,7 +80,7 @@ class StyleGANLoss:
         if self.cfg.blur_init_sigma <= 0:
             return 0.0
         if self.cfg.blur_fade_kimg <= 0:
-            return self.cfg.blur_init_sigma
+            return 0.0
         return max(1 - cur_nimg / (self.cfg.blur_fade_kimg * 1e3), 0.0) * self.cfg.blur_init_sigma
 
     def run_G(self, z: torch.Tensor, c: torch.Tensor, update_emas: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,19 +128,22 @@ class StyleGANLoss:
             loss = F.softplus(-logits).sum()
             (loss * (gain / denom)).backward()
             stats["loss/G"] = loss.detach()
-            stats["count/G"] = torch.tensor(float(logits.numel()))
+            stats["count/G"] = torch.full([], float(logits.numel()), device=logits.device)
         elif phase == "Greg":
             n = max(gen_z.shape[0] // self.cfg.pl_batch_shrink, 1)
             img, ws = self.run_G(gen_z[:n], gen_c[:n])
             noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
             (grad,) = torch.autograd.grad(outputs=[(img * noise).sum()], inputs=[ws], create_graph=True)
             lengths = grad.square().sum(2).mean(1).sqrt()
+            if self.cfg.pl_mean_update == "official":
+                self.pl_mean.copy_(self.pl_mean.lerp(lengths.detach().mean(), self.cfg.pl_decay))
+            else:
+                self._pl_acc[0] += lengths.detach().sum().double()
+                self._pl_acc[1] += n
             penalty = (lengths - self.pl_mean).square().sum() * self.cfg.pl_weight
             (penalty * (gain / denom)).backward()
-            self._pl_acc += torch.stack([lengths.detach().sum().double().cpu(),
-                                         torch.tensor(float(n), dtype=torch.float64)])
             stats["loss/pl_penalty"] = penalty.detach()
-            stats["count/pl_penalty"] = torch.tensor(float(n))
+            stats["count/pl_penalty"] = torch.full([], float(n), device=img.device)
         elif phase == "Dmain":
             with torch.no_grad():
                 fake, _ = self.run_G(gen_z, gen_c, update_emas=True)
@@ -147,7 +154,7 @@ class StyleGANLoss:
             if self.ada is not None:
                 self.ada.accumulate(real_logits)
             stats["loss/D"] = loss.detach()
-            stats["count/D"] = torch.tensor(float(real_logits.numel()))
+            stats["count/D"] = torch.full([], float(real_logits.numel()), device=real_logits.device)
             stats["scores/real"] = real_logits.detach().sum()
             stats["scores/fake"] = fake_logits.detach().sum()
             stats["count/scores/real"] = stats["count/D"]
@@ -160,22 +167,23 @@ class StyleGANLoss:
             loss = penalty.sum()
             (loss * (gain / denom)).backward()
             stats["loss/r1_penalty"] = loss.detach()
-            stats["count/r1_penalty"] = torch.tensor(float(x.shape[0]))
+            stats["count/r1_penalty"] = torch.full([], float(x.shape[0]), device=x.device)
         else:
             raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
         return stats
 
     def finish_phase(self, phase: str, all_reduce=None) -> None:
-        """After all chunks of ``phase``: update ``pl_mean`` from the minibatch's path lengths (Greg)."""
-        if phase != "Greg":
+        """After all chunks of ``phase``: with ``pl_mean_update='after_minibatch'``, update ``pl_mean`` from the
+        path lengths of the whole minibatch (Greg)."""
+        if phase != "Greg" or self.cfg.pl_mean_update == "official":
             return
         acc = self._pl_acc.clone()
         if all_reduce is not None:
             acc = all_reduce(acc)
         self._pl_acc.zero_()
-        if acc[1] > 0:
-            batch_mean = (acc[0] / acc[1]).to(self.pl_mean.dtype).to(self.pl_mean.device)
-            self.pl_mean.copy_(self.pl_mean.lerp(batch_mean, self.cfg.pl_decay))
+        batch_mean = (acc[0] / acc[1].clamp(min=1)).to(self.pl_mean.dtype).to(self.pl_mean.device)
+        updated = self.pl_mean.lerp(batch_mean, self.cfg.pl_decay)
+        self.pl_mean.copy_(torch.where(acc[1] > 0, updated, self.pl_mean))
 
 
 def phase_denominator(phase: str, batch: int, cfg: LossConfig, batch_gpu: int) -> int:
