@@ -66,7 +66,8 @@ class ExportOptions:
         format: ``"onnx"`` or ``"torchscript"``.
         part: ``"full"`` (z -> image), ``"mapping"`` (z -> ws) or ``"synthesis"`` (ws -> image).
         resolution: resize the output images to this size; ``None`` = the network's own resolution.
-        dynamic_batch: leave the batch size free (ONNX); TorchScript traces are batch-agnostic anyway.
+        dynamic_batch: leave the batch size free in the ONNX graph (TorchScript traces run at any batch size;
+            checking them with ``dynamic_batch`` uses another batch size, as for ONNX).
         batch_size: the example batch used for tracing (and the fixed batch of a non-dynamic ONNX graph).
         transform_input: StyleGAN3 / XL only: add the ``transform`` input instead of baking in the stored one.
         truncation_cutoff: truncate only the first this-many ws (fixed in the graph); ``None`` = all.
