@@ -61,6 +61,7 @@ def bench(G: torch.nn.Module, name: str, batch: int, threads: int, warmup: int, 
         so = onnxruntime.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
+        so.log_severity_level = 3  # errors only
         session = onnxruntime.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     wrapper = ExportableGenerator(G, options).eval()
     inputs = example_inputs(wrapper, batch)

@@ -27,7 +27,9 @@ otherwise it is fixed to ``batch_size``.
 from __future__ import annotations
 
 import copy
+import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +58,8 @@ PARTS = ("full", "mapping", "synthesis")
 ONNX_OPSET = 18
 #: run onnxscript's graph optimiser on the exported graph (constant folding, fusion)
 OPTIMIZE = False
+#: onnxruntime log level: errors only (its constant-folding notices are not for users)
+ORT_LOG_ERRORS_ONLY = 3
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,8 @@ def export_generator(G: Network, path: str | os.PathLike, options: ExportOptions
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     if options.format == "torchscript":
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notices about shape checks turned into constants
             traced = torch.jit.trace(wrapper, inputs, check_trace=False)
         with atomic_path(out) as tmp:
             torch.jit.save(traced, str(tmp))
@@ -212,11 +217,19 @@ def export_generator(G: Network, path: str | os.PathLike, options: ExportOptions
     if options.dynamic_batch:
         batch = torch.export.Dim("batch", min=1)
         dynamic = (tuple({0: batch} if n != "truncation_psi" else None for n in names),)  # forward(*inputs)
-    with torch.no_grad(), atomic_path(out) as tmp:
-        program = torch.onnx.export(wrapper, inputs, input_names=names, output_names=[output],
-                                    dynamic_shapes=dynamic, opset_version=ONNX_OPSET, dynamo=True, optimize=OPTIMIZE,
-                                    external_data=False)
-        program.save(str(tmp), external_data=False)
+    # torch.onnx reports its steps, missing torchvision ops and tracer notices: keep the console to our own lines
+    registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration_log.level
+    registration_log.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), atomic_path(out) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(wrapper, inputs, input_names=names, output_names=[output],
+                                        dynamic_shapes=dynamic, opset_version=ONNX_OPSET, dynamo=True,
+                                        optimize=OPTIMIZE, external_data=False, verbose=False)
+            program.save(str(tmp), external_data=False)
+    finally:
+        registration_log.setLevel(level)
     return out
 
 
@@ -232,7 +245,9 @@ def run_exported(path: str | os.PathLike, options: ExportOptions, inputs: tuple[
             return module(*inputs)
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    so = onnxruntime.SessionOptions()
+    so.log_severity_level = ORT_LOG_ERRORS_ONLY
+    session = onnxruntime.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     feed = {spec.name: x.numpy() for spec, x in zip(session.get_inputs(), inputs, strict=True)}
     return torch.from_numpy(session.run(None, feed)[0])
 
