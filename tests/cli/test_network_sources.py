@@ -173,3 +173,10 @@ def _pool3_of_scaled(net, x: torch.Tensor) -> torch.Tensor:
     preprocessing (which is what is being checked)."""
     net.preprocess = lambda images: images  # instance attribute: this network object only
     return net.features(x, ("pool3",))["pool3"]
+
+
+def test_every_registered_command_has_its_module():
+    import importlib
+
+    for name, (module, _) in cli_main.COMMANDS.items():
+        assert isinstance(importlib.import_module(module).command, click.Command), name
