@@ -91,3 +91,20 @@ def test_precision_recall_network_from_vgg16_pt(weight_files):
     # the scripted file's classifier is 4 x 4, so the strict load refuses it (a real vgg16.pt has 25088 x 4096)
     with pytest.raises(UserInputError, match="fc6"):
         vgg.load_vgg16_nvidia(weight_files / "vgg16.pt")
+
+
+def test_nvidia_embedding_resizes_like_tensorflow():
+    """NVIDIA's vgg16.pt resizes to 224 with TensorFlow 1's bilinear resize (the FID Inception's resize), not with
+    anti-aliased bilinear as the torchvision route does."""
+    from styleforge.feature_nets.inception import tf_bilinear_resize
+
+    net = vgg.VGG16(vgg.VGG16Config(with_classifier=False))
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255
+    mean = torch.tensor(vgg.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(vgg.IMAGENET_STD).view(1, 3, 1, 1)
+    want = (tf_bilinear_resize(images / 255, (224, 224)) - mean) / std
+    net.resize_mode = "tf_bilinear"
+    got = net.embed_input(images)
+    net.resize_mode = "bilinear_antialias"
+    other = net.embed_input(images)
+    assert torch.allclose(got, want, atol=1e-6) and (got - other).abs().max() > 0.05

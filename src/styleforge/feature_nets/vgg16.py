@@ -140,6 +140,9 @@ class VGG16(nn.Module):
             self.fc7 = nn.Linear(FC_DIM, FC_DIM)
             self.fc8 = nn.Linear(FC_DIM, self.config.num_classes)
         self.weights_file = ""  # set by the loaders
+        # resize of embed(): "bilinear_antialias" (torchvision weights) or "tf_bilinear" (NVIDIA's vgg16.pt
+        # resizes like TensorFlow 1's resize_bilinear, as its FID Inception does; set by load_vgg16_nvidia)
+        self.resize_mode = "bilinear_antialias"
 
     def conv_taps(self, x: torch.Tensor, taps: tuple[str, ...] = LPIPS_TAPS) -> list[torch.Tensor]:
         """ReLU outputs of the named convolutions, in network order (stops after the last one requested)."""
@@ -168,15 +171,24 @@ class VGG16(nn.Module):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Precision/recall embedding of ``[N, C, H, W]`` pixels in [0, 255]: resized to 224x224 (bilinear
-        with anti-aliasing), ImageNet-normalised, fc2 features ``[N, 4096]``."""
+        with anti-aliasing, or TensorFlow's bilinear for NVIDIA's weights: :attr:`resize_mode`),
+        ImageNet-normalised, fc2 features ``[N, 4096]``."""
+        return self.fc_features(self.embed_input(images))
+
+    def embed_input(self, images: torch.Tensor) -> torch.Tensor:
+        """The network input of :meth:`embed`: ``[N, 3, 224, 224]`` ImageNet-normalised floats."""
         x = images.to(dtype=torch.float32, device=self.convs["conv1_1"].weight.device) / 255.0
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
-        if x.shape[2:] != (EMBED_SIZE, EMBED_SIZE):
+        if x.shape[2:] != (EMBED_SIZE, EMBED_SIZE) and self.resize_mode == "tf_bilinear":
+            from styleforge.feature_nets.inception import tf_bilinear_resize
+
+            x = tf_bilinear_resize(x, (EMBED_SIZE, EMBED_SIZE))
+        elif x.shape[2:] != (EMBED_SIZE, EMBED_SIZE):
             x = F.interpolate(x, size=(EMBED_SIZE, EMBED_SIZE), mode="bilinear", align_corners=False, antialias=True)
         mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        return self.fc_features((x - mean) / std)
+        return (x - mean) / std
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.embed(images)
@@ -405,9 +417,12 @@ def vgg16_state_from_nvidia(state: dict[str, torch.Tensor]) -> dict[str, torch.T
 
 def load_vgg16_nvidia(path: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> VGG16:
     """VGG16 with classifier (precision/recall's fc2 embedding) from NVIDIA's ``vgg16.pt``, found as
-    :func:`load_lpips_vgg16_nvidia` finds it. Only the parameters are read."""
+    :func:`load_lpips_vgg16_nvidia` finds it. Only the parameters are read. Its :meth:`VGG16.embed` resizes to 224
+    with TensorFlow 1's bilinear resize (no anti-aliasing), the resize of NVIDIA's file (as ported in public
+    re-implementations; the file's own code is never run), then normalises with the ImageNet mean and std."""
     file, state = _nvidia_archive_state(path)
     net = VGG16()
     _strict_load(net, vgg16_state_from_nvidia(state), file)
     net.weights_file = str(file)
+    net.resize_mode = "tf_bilinear"
     return net.eval().requires_grad_(False).to(device)

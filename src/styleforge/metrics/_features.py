@@ -176,7 +176,7 @@ def _load_vgg16(ctx: MetricContext) -> FeatureNet:
     else:
         net = load_vgg16(ctx.options.get("vgg16"), device=ctx.device)
     pre = {
-        "resize": "bilinear_antialias",
+        "resize": net.resize_mode,
         "input_scaling": "imagenet",
         "input_size": 224,
         "layer": "fc2_relu",
