@@ -77,6 +77,8 @@ def _g_to_tf(G: StyleGAN2Generator) -> tuple[dict, dict, dict]:
             top["dlatent_avg"] = t.numpy()
         elif m := re.fullmatch(r"mapping\.fc(\d+)\.(weight|bias)", key):
             mapping[f"Dense{m[1]}/{m[2]}"] = t.t().numpy() if m[2] == "weight" else t.numpy()
+        elif m := re.fullmatch(r"mapping\.embed\.(weight|bias)", key):
+            mapping[f"LabelEmbed/{m[1]}"] = t.t().numpy() if m[1] == "weight" else t.numpy()
         elif key == "synthesis.b4.const":
             synthesis["4x4/Const/const"] = t[None].numpy()
         elif m := re.fullmatch(r"synthesis\.b(\d+)\.(conv0|conv1|torgb)\.(.*)", key):
@@ -107,6 +109,8 @@ def _d_to_tf(D: StyleGAN2Discriminator) -> dict:
         t = t.detach()
         if m := re.fullmatch(r"b(\d+)\.(fromrgb|conv0|conv1|skip)\.(weight|bias)", key):
             out[f"{m[1]}x{m[1]}/{names[m[2]]}/{m[3]}"] = conv(t) if m[3] == "weight" else t.numpy()
+        elif m := re.fullmatch(r"mapping\.embed\.(weight|bias)", key):
+            out[f"LabelEmbed/{m[1]}"] = t.t().numpy() if m[1] == "weight" else t.numpy()
         elif m := re.fullmatch(r"b4\.(conv|fc|out)\.(weight|bias)", key):
             scope = {"conv": "4x4/Conv", "fc": "4x4/Dense0", "out": "Output"}[m[1]]
             if m[2] == "bias":
@@ -127,11 +131,11 @@ def _perturbed(net: torch.nn.Module, seed: int) -> torch.nn.Module:
     return net.eval()
 
 
-def _generator_network(G, name):
+def _generator_network(G, name, static=None):
     top, mapping, synthesis = _g_to_tf(G)
-    comps = {"mapping": _FakeNetwork(_tf_state("G_mapping", "G_mapping", mapping)),
-             "synthesis": _FakeNetwork(_tf_state("G_synthesis", "G_synthesis_stylegan2", synthesis))}
-    return _FakeNetwork(_tf_state(name, "G_main", top, comps))
+    comps = {"mapping": _FakeNetwork(_tf_state("G_mapping", "G_mapping", mapping, static=static)),
+             "synthesis": _FakeNetwork(_tf_state("G_synthesis", "G_synthesis_stylegan2", synthesis, static=static))}
+    return _FakeNetwork(_tf_state(name, "G_main", top, comps, static=static))
 
 
 @pytest.fixture()
@@ -197,3 +201,29 @@ def test_other_tensorflow_pickles_are_refused_by_name(tmp_path):
     path.write_bytes(b"\x80\x02ctfutil\nNetwork\nq\x00)\x81q\x01.")
     with pytest.raises(UserInputError, match="tfutil.Network"):
         styleforge.load(path)
+
+
+@torch.no_grad()
+def test_conditional_pickle_with_label_embedding_and_projection_discriminator(tmp_path):
+    """StyleGAN2-ADA's TensorFlow conditional networks: G embeds the label (LabelEmbed); D projects it with the
+    embedding alone (mapping_layers=0, the TensorFlow default), onto cmap = mapping_fmaps channels."""
+    c_dim, cmap = 3, 16
+    Gs = _perturbed(StyleGAN2Generator(StyleGAN2GeneratorConfig(**G_KWARGS, c_dim=c_dim)), 4)
+    d_config = StyleGAN2DiscriminatorConfig(img_resolution=RES, channel_base=256, channel_max=16, c_dim=c_dim,
+                                            cmap_dim=cmap, mapping_layers=0, mbstd_group_size=2)
+    D = _perturbed(StyleGAN2Discriminator(d_config), 5)
+    g_static = {**TF_STATIC, "label_size": c_dim}
+    d_static = dict(resolution=RES, num_channels=3, label_size=c_dim, fmap_base=128, fmap_max=16,
+                    mapping_fmaps=cmap, mbstd_group_size=2)
+    path = tmp_path / "cond.pkl"
+    with _tf_module():
+        g = _generator_network(Gs, "Gs", static=g_static)
+        d = _FakeNetwork(_tf_state("D", "D_stylegan2", _d_to_tf(D), static=d_static))
+        path.write_bytes(pickle.dumps((g, d, g), protocol=3))
+    loaded = styleforge.load(path)
+    z = torch.randn(4, Z, generator=torch.Generator().manual_seed(1))
+    c = torch.eye(c_dim)[[0, 1, 2, 0]]
+    img = Gs(z, c, noise_mode="const")
+    assert torch.allclose(loaded.G_ema(z, c, noise_mode="const"), img, atol=1e-5)
+    assert loaded.D.config.mapping_layers == 0 and loaded.D.config.cmap_dim == cmap
+    assert torch.allclose(loaded.D(img, c), D(img, c), atol=1e-5)

@@ -270,12 +270,6 @@ def tf_discriminator_kwargs(net: TFNetworkStub) -> dict[str, Any]:
     kw.check("discriminator")
     if out["c_dim"] == 0:
         del out["mapping_kwargs"]["num_layers"]  # an unconditional D builds no label mapping
-    elif out["mapping_kwargs"]["num_layers"] == 0:
-        raise ConversionError(
-            "The TensorFlow discriminator is conditional with mapping_layers=0 (the label is projected by its "
-            "embedding alone); styleforge's discriminator needs at least one label-mapping layer, so this "
-            "discriminator cannot be converted. Its generators can: use the Gs network only."
-        )
     return out
 
 

@@ -86,8 +86,8 @@ class MappingNetwork(nn.Module):
             )
         if z_dim == 0 and c_dim == 0:
             raise ValueError("MappingNetwork needs a latent (z_dim > 0) or a label (c_dim > 0)")
-        if num_layers < 1:
-            raise ValueError(f"MappingNetwork needs num_layers >= 1, got {num_layers}")
+        if num_layers < 0:
+            raise ValueError(f"MappingNetwork needs num_layers >= 0, got {num_layers}")
         self.z_dim = z_dim
         self.c_dim = c_dim
         self.w_dim = w_dim
@@ -97,6 +97,12 @@ class MappingNetwork(nn.Module):
         self.embed_features = (w_dim if embed_features is None else embed_features) if c_dim > 0 else 0
         self.layer_features = w_dim if layer_features is None else layer_features
 
+        if num_layers == 0 and z_dim + self.embed_features != w_dim:
+            # without layers the output is the normalised input (a conditional discriminator's label projection)
+            raise ValueError(
+                f"MappingNetwork with num_layers=0 passes its input through, so z_dim + embed_features "
+                f"({z_dim} + {self.embed_features}) must equal w_dim ({w_dim})"
+            )
         embed = self._build_embedding()
         if embed is not None:
             self.embed = embed

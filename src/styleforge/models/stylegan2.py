@@ -174,7 +174,7 @@ class StyleGAN2DiscriminatorConfig:
     freeze_layers: int = 0  # Freeze the first N layers (training-time option).
     mbstd_group_size: int | None = 4  # Minibatch stddev group size, None = whole batch.
     mbstd_num_channels: int = 1  # Minibatch stddev features, 0 = disable.
-    mapping_layers: int = 8  # Layers of the label mapping network (conditional D).
+    mapping_layers: int = 8  # Layers of the label mapping network (conditional D); 0 = the label embedding only.
     mapping_layer_features: int | None = None  # Hidden width of the label mapping, None = cmap_dim.
     mapping_activation: str = "lrelu"  # Activation of the label mapping.
     mapping_lr_multiplier: float = MAPPING_LR_MULTIPLIER  # Learning-rate multiplier of the label mapping.
@@ -185,8 +185,9 @@ class StyleGAN2DiscriminatorConfig:
             img_channels=self.img_channels,
             channel_base=self.channel_base,
             channel_max=self.channel_max,
-            mapping_layers=self.mapping_layers,
         )
+        if not isinstance(self.mapping_layers, int) or self.mapping_layers < 0:
+            raise UserInputError(f"mapping_layers must be an integer >= 0, got {self.mapping_layers!r}.")
         if not isinstance(self.c_dim, int) or self.c_dim < 0:
             raise UserInputError(f"c_dim must be an integer >= 0, got {self.c_dim!r}.")
         # the discriminator needs at least one downsampling block before its 4x4 head
