@@ -77,10 +77,10 @@ def tqdm_progress(label: str, total: int):  # noqa: ANN201
 @click.option("--mse-weight", type=float, default=0.0, show_default=True, help="Weight of a pixel MSE term.")
 @click.option(
     "--noise-init",
-    type=click.Choice(["const", "random"]),
-    default="const",
+    type=click.Choice(["random", "const"]),
+    default="random",
     show_default=True,
-    help="Start of the optimised noise maps: the network's stored noise, or N(0,1) as the official projector.",
+    help="Start of the optimised noise maps: N(0,1) as the official projector, or the network's stored noise.",
 )
 @click.option("--w-avg-samples", type=int, default=10000, show_default=True, help="z samples for w_avg / w_std.")
 @click.option("--save-video/--no-save-video", default=True, show_default=True, help="Write proj.mp4 (or .gif).")
