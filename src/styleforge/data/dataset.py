@@ -23,7 +23,6 @@ images of another size are centre-cropped to a square and resized with a Lanczos
 from __future__ import annotations
 
 import copy
-
 import io
 import json
 import os
