@@ -159,18 +159,25 @@ def test_path_length_penalty_and_its_running_mean(update):
     assert loss.pl_mean.item() == pytest.approx(new_mean.item(), rel=1e-6)
 
 
-def test_style_mixing_switches_latents_once_at_a_random_layer():
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_style_mixing_switches_latents_once_at_a_random_layer(per_sample):
     G, D = _tiny_pair()
     z, c = torch.randn(64, G.z_dim), torch.zeros(64, 0)
     base = G.mapping(z, c)
     never = StyleGANLoss(G, D, dataclasses.replace(make_train_config("stylegan2-tiny", "x").loss, style_mixing_prob=0))
     assert torch.equal(never.run_G(z, c)[1], base)
-    always = StyleGANLoss(G, D, dataclasses.replace(never.cfg, style_mixing_prob=1.0))
-    _, ws = always.run_G(z, c)
-    same = (ws == base).all(dim=2)  # [N, num_ws]: which layers still use the first latent
-    cut = same.float().argmin(dim=1)
-    for i in range(len(z)):
-        k = int(cut[i])
-        assert 1 <= k < ws.shape[1] and same[i, :k].all() and not same[i, k:].any()
-        assert (ws[i, k:] == ws[i, k]).all()  # one second latent for all later layers
-    assert len(set(cut.tolist())) > 2  # the crossover layer is drawn per sample
+    always = StyleGANLoss(G, D, dataclasses.replace(never.cfg, style_mixing_prob=1.0,
+                                                    style_mixing_per_sample=per_sample))
+    cuts = set()
+    for _ in range(4):
+        _, ws = always.run_G(z, c)
+        same = (ws == base).all(dim=2)  # [N, num_ws]: which layers still use the first latent
+        cut = same.float().argmin(dim=1)
+        for i in range(len(z)):
+            k = int(cut[i])
+            assert 1 <= k < ws.shape[1] and same[i, :k].all() and not same[i, k:].any()
+            assert (ws[i, k:] == ws[i, k]).all()  # one second latent for all later layers
+        # Official: one crossover layer for the whole chunk; per_sample: drawn for each image.
+        assert (len(set(cut.tolist())) > 2) == per_sample
+        cuts |= set(cut.tolist())
+    assert len(cuts) > 1  # and a new one for every chunk

@@ -152,7 +152,9 @@ class LossConfig:
         pl_interval: minibatches between path-length steps.
         pl_batch_shrink: the path-length step uses ``batch_gpu // pl_batch_shrink`` samples per round.
         pl_decay: decay of the running mean ``pl_mean`` (a in the paper).
-        style_mixing_prob: probability that an image mixes two latents at a random layer.
+        style_mixing_prob: probability that a chunk's images mix two latents at a random layer.
+        style_mixing_per_sample: draw the mix decision and the crossover layer per image instead of once per chunk
+            (the official loop draws them once per forward pass).
         pl_mean_update: ``official``: each chunk moves ``pl_mean`` toward its own lengths before its penalty (the
             official formulation); ``after_minibatch``: ``pl_mean`` moves once per minibatch toward the mean over
             all processes, after the penalty used the previous value (keeps N processes bit-equal to one).
@@ -168,6 +170,7 @@ class LossConfig:
     pl_decay: float = PL_DECAY
     pl_mean_update: str = "official"
     style_mixing_prob: float = 0.0
+    style_mixing_per_sample: bool = False
     blur_init_sigma: float = 0.0
     blur_fade_kimg: float = 0.0
 

@@ -104,8 +104,12 @@ class DistContext:
         if self.distributed:
             dist.barrier()
 
-    def shutdown(self) -> None:
+    def shutdown(self, barrier: bool = True) -> None:
+        """Leave the process group this context joined. With ``barrier`` all ranks meet first, so that rank 0
+        (which hosts the rendezvous store) does not exit while another rank is still using the group."""
         if self.initialized_here and dist.is_initialized():
+            if barrier:
+                dist.barrier()
             dist.destroy_process_group()
 
 

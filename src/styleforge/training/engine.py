@@ -604,7 +604,17 @@ def run_training(
     time_limit_s: float | None = None,
 ) -> TrainResult:
     """Run a recipe to ``cfg.kimg``; see :func:`styleforge.training.loop.train` for the arguments."""
-    dist_ctx = dist_ctx or init_from_env(device)
+    if dist_ctx is None:  # joined here (torchrun's environment), so left here too
+        dist_ctx = init_from_env(device)
+        try:
+            result = run_training(cfg, make_recipe, run_dir=run_dir, resume=resume, allow_change=allow_change,
+                                  dataset=dataset, dist_ctx=dist_ctx, log=log, progress_bar=progress_bar,
+                                  time_limit_s=time_limit_s)
+        except BaseException:
+            dist_ctx.shutdown(barrier=False)  # the other ranks may not reach a barrier now
+            raise
+        dist_ctx.shutdown()
+        return result
     state, state_dir, weights_from = locate_resume(resume, cfg.outdir)
     if state is not None:
         run_dir = state_dir

@@ -87,9 +87,11 @@ class StyleGANLoss:
         """Images ``[N, C, H, W]`` and their ``ws [N, num_ws, w_dim]``, with per-sample style mixing."""
         ws = self.G.mapping(z, c, update_emas=update_emas)
         if self.cfg.style_mixing_prob > 0:
+            # Official: one crossover layer and one mix decision per chunk; per_sample draws them for every image.
             n, num_ws = ws.shape[0], ws.shape[1]
-            cutoff = torch.randint(1, num_ws, (n,), device=ws.device)
-            mix = torch.rand(n, device=ws.device) < self.cfg.style_mixing_prob
+            draws = n if self.cfg.style_mixing_per_sample else 1
+            cutoff = torch.randint(1, num_ws, (draws,), device=ws.device).expand(n)
+            mix = (torch.rand(draws, device=ws.device) < self.cfg.style_mixing_prob).expand(n)
             cutoff = torch.where(mix, cutoff, torch.full_like(cutoff, num_ws))
             ws2 = self.G.mapping(torch.randn_like(z), c, update_emas=False)
             use2 = torch.arange(num_ws, device=ws.device)[None, :] >= cutoff[:, None]
