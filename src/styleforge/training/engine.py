@@ -25,7 +25,6 @@ consecutive minibatches. One overflow (fp16 on a GPU) is survived.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -467,7 +466,7 @@ class _Engine:
 
     # -- ticks --
 
-    def tick_record(self, done_nimg_at_start: int) -> dict[str, Any]:
+    def tick_record(self) -> dict[str, Any]:
         now = time.time()
         keys = sorted(self.tick_stats)
         vals = self.dist.all_reduce(torch.stack([self.tick_stats[k] for k in keys])).tolist() if keys else []
@@ -492,7 +491,7 @@ class _Engine:
         return "  ".join(parts + [f"ETA {fmt_time(eta)}"])
 
     def end_tick(self, done: bool, milestone: str | None, time_limit_s: float | None) -> None:
-        record = self.tick_record(self.n.tick_start_nimg)
+        record = self.tick_record()
         self.records.append(record)
         eta = (self.total_nimg - self.n.cur_nimg) / 1000 * self.sec_per_kimg
         if time_limit_s is not None:
@@ -685,10 +684,3 @@ def _start(engine: _Engine, state: dict[str, Any] | None, weights_from: str | No
         engine.save_grid("fakes_init.png")
     log.open(engine.total_nimg // 1000, engine.n.cur_nimg // 1000, progress_bar)
 
-
-def replace_schedule(cfg: TrainConfig, **changes: Any) -> TrainConfig:
-    """``cfg`` with schedule fields changed (they may differ on resume)."""
-    bad = sorted(set(changes) - set(SCHEDULE_FIELDS))
-    if bad:
-        raise ValueError(f"{bad} are not schedule fields")
-    return dataclasses.replace(cfg, **changes)
