@@ -229,7 +229,7 @@ def _lean_forward_block(x, b, fu, fd, up, down, pad, gain, slope, clamp, flip_fi
     if not fold_gain and gain != 1:
         u = u * gain
     limit = None if clamp is None else (clamp / gain if fold_gain else clamp)
-    code = torch.where(u > 0, _POSITIVE, _NEGATIVE).to(torch.uint8)
+    code = (u > 0).to(torch.uint8).add_(_NEGATIVE)  # _POSITIVE where u > 0; one byte per pixel, no int64 temporary
     u = F.leaky_relu_(u, slope)
     if limit is not None:
         code.masked_fill_(u.abs() > limit, _CLAMPED)
