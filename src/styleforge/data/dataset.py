@@ -14,6 +14,8 @@ Layout rules
 - **Zip**: the same, inside the archive (the format :func:`styleforge.data.prepare.prepare_dataset` and the
   official dataset tool write: uncompressed PNGs plus ``dataset.json``).
 - **Built-in** ``"emoji"``: the Noto Color Emoji glyphs at 32 px shipped in ``styleforge/assets/emoji32.zip``.
+  ``"digits"``: the 1,797 UCI handwritten digits (scikit-learn's copy, CC BY 4.0) at 32 px with their classes 0-9,
+  in ``styleforge/assets/digits32.zip`` (labelled: use ``--cond``).
 
 Images come out as uint8 ``[C, H, W]`` with C = 1 (grayscale), 3 (RGB) or 4 (RGBA), H = W = ``resolution``.
 Without ``resolution`` all images must already have one square size (else the odd ones are reported); with it,
@@ -55,7 +57,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 DATASET_JSON = "dataset.json"
 
 #: Built-in dataset name -> file name inside ``styleforge/assets``.
-BUILTIN_DATASETS = {"emoji": "emoji32.zip"}
+BUILTIN_DATASETS = {"emoji": "emoji32.zip", "digits": "digits32.zip"}
 
 #: Decoded images are kept in memory when they take less than this many bytes in total.
 MEMORY_CACHE_BYTES = 512 * 1024**2
@@ -446,6 +448,11 @@ def _assets_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "assets"
 
 
+#: how to rebuild each built-in dataset's zip
+BUILTIN_REBUILD = {"emoji": "build_emoji_dataset.py (needs fonts-noto-color-emoji and fonttools)",
+                   "digits": "build_digits_dataset.py (needs scikit-learn)"}
+
+
 def builtin_dataset_path(name: str) -> Path:
     """Path of the zip of a built-in dataset (``"emoji"``)."""
     if name not in BUILTIN_DATASETS:
@@ -454,7 +461,7 @@ def builtin_dataset_path(name: str) -> Path:
     if not path.is_file():
         raise UserInputError(
             f"The built-in dataset {name!r} is missing from this installation ({path}); rebuild it with "
-            "`python scripts/build_emoji_dataset.py` (needs fonts-noto-color-emoji and fonttools)."
+            f"`python scripts/{BUILTIN_REBUILD[name]}`."
         )
     return path
 
