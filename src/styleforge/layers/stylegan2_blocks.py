@@ -104,12 +104,14 @@ class SynthesisLayer(nn.Module):
         resample_filter: Sequence[float] = DEFAULT_RESAMPLE_FILTER,  # Low-pass filter of the upsampling.
         conv_clamp: float | None = None,  # Clamp the output to +-conv_clamp, None = no clamping.
         channels_last: bool = False,  # Store the weight in channels_last format (fp16 speed-up on CUDA).
+        size: tuple[int, int] | None = None,  # Output (H, W) of a non-square layer, None = resolution x resolution.
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.w_dim = w_dim
         self.resolution = resolution
+        self.size = (resolution, resolution) if size is None else (int(size[0]), int(size[1]))
         self.up = up
         self.use_noise = use_noise
         self.activation = activation
@@ -125,7 +127,7 @@ class SynthesisLayer(nn.Module):
             torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(memory_format=memory_format)
         )
         if use_noise:
-            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.register_buffer("noise_const", torch.randn(list(self.size)))
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
@@ -158,7 +160,7 @@ class SynthesisLayer(nn.Module):
         styles = self.affine(w)
         noise = None
         if self.use_noise and noise_mode == "random":
-            shape = [x.shape[0], 1, self.resolution, self.resolution]
+            shape = [x.shape[0], 1, *self.size]
             noise = torch.randn(shape, device=x.device, dtype=torch.float32, generator=generator)
             noise = noise * self.noise_strength
         elif self.use_noise and noise_mode == "const":
@@ -261,6 +263,7 @@ class SynthesisBlock(nn.Module):
         fp16_channels_last: bool = False,  # Use channels_last with float16?
         fused_modconv_default: bool | str = True,  # True, False or 'inference_only' (= not training).
         use_noise: bool = True,  # Per-pixel noise inputs?
+        size: tuple[int, int] | None = None,  # Output (H, W) of a non-square block, None = resolution x resolution.
     ) -> None:
         super().__init__()
         if architecture not in ARCHITECTURES:
@@ -289,9 +292,11 @@ class SynthesisBlock(nn.Module):
             conv_clamp=conv_clamp,
             channels_last=self.channels_last,
             use_noise=use_noise,
+            size=size,
         )
-        if in_channels == 0:
-            self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+        if in_channels == 0:  # [C, H, W]: 4 x 4, or e.g. 3 x 4 for a 4:3 generator
+            const_size = [resolution, resolution] if size is None else [int(size[0]), int(size[1])]
+            self.const = nn.Parameter(torch.randn([out_channels, *const_size]))
         else:
             self.conv0 = SynthesisLayer(
                 in_channels, out_channels, up=2, resample_filter=resample_filter, **layer_kwargs
@@ -555,6 +560,7 @@ class DiscriminatorEpilogue(nn.Module):
         mbstd_num_channels: int = 1,  # Number of minibatch stddev features, 0 = disable.
         activation: str = "lrelu",  # Activation.
         conv_clamp: float | None = None,  # Clamp the convolution output to +-X, None = no clamping.
+        size: tuple[int, int] | None = None,  # Input (H, W) of a non-square head (e.g. 3 x 4), None = square.
     ) -> None:
         super().__init__()
         if architecture not in ARCHITECTURES:
@@ -575,7 +581,8 @@ class DiscriminatorEpilogue(nn.Module):
             activation=activation,
             conv_clamp=conv_clamp,
         )
-        self.fc = EqualizedLinear(in_channels * resolution**2, in_channels, activation=activation)
+        num_pixels = resolution**2 if size is None else int(size[0]) * int(size[1])
+        self.fc = EqualizedLinear(in_channels * num_pixels, in_channels, activation=activation)
         self.out = EqualizedLinear(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 
     def forward(self, x: torch.Tensor, img: torch.Tensor | None, cmap: torch.Tensor | None) -> torch.Tensor:

@@ -14,7 +14,16 @@ import torch.nn as nn
 
 from styleforge.utils.errors import UserInputError
 
-__all__ = ["Network", "NETWORK_CLASSES", "register_network", "config_from_dict", "network_from_description"]
+__all__ = [
+    "Network",
+    "NETWORK_CLASSES",
+    "register_network",
+    "config_from_dict",
+    "network_from_description",
+    "check_img_aspect",
+    "aspect_image_size",
+    "image_size",
+]
 
 C = TypeVar("C")
 
@@ -115,3 +124,48 @@ def network_from_description(desc: dict[str, Any]) -> Network:
             "Was the file written by a newer styleforge?"
         )
     return NETWORK_CLASSES[name].from_config(desc.get("config", {}))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Non-square images: a network's ``img_resolution`` is its longer side, ``img_aspect`` (W, H) its shape.
+
+
+def check_img_aspect(img_aspect: Any) -> None:
+    """Raise a :class:`UserInputError` unless ``img_aspect`` is ``None`` or a pair of positive integers."""
+    if img_aspect is None:
+        return
+    ok = isinstance(img_aspect, tuple) and len(img_aspect) == 2
+    if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in img_aspect):
+        raise UserInputError(
+            f"img_aspect must be None (square) or a (width, height) pair of positive integers such as (4, 3), "
+            f"got {img_aspect!r}."
+        )
+
+
+def aspect_image_size(img_resolution: int, img_aspect: tuple[int, int] | None) -> tuple[int, int]:
+    """``(W, H)`` of an image whose longer side is ``img_resolution`` and whose aspect ratio is ``W:H = img_aspect``.
+
+    ``None`` (or equal sides) means square. The shorter side must come out as a whole number of pixels.
+    """
+    check_img_aspect(img_aspect)
+    if img_aspect is None or img_aspect[0] == img_aspect[1]:
+        return img_resolution, img_resolution
+    aw, ah = img_aspect
+    longer = max(aw, ah)
+    if (img_resolution * aw) % longer or (img_resolution * ah) % longer:
+        raise UserInputError(
+            f"img_aspect {aw}:{ah} at img_resolution {img_resolution} gives a fractional side "
+            f"({img_resolution * aw / longer:g} x {img_resolution * ah / longer:g}); pick a ratio whose shorter "
+            "side is a whole number of pixels (e.g. 4:3, 3:4, 2:1)."
+        )
+    return img_resolution * aw // longer, img_resolution * ah // longer
+
+
+def image_size(net: nn.Module) -> tuple[int, int]:
+    """``(W, H)`` of the images a generator makes (or a discriminator reads): non-square aware.
+
+    Networks without ``img_width``/``img_height`` attributes (PGGAN, converted foreign ones) are square with side
+    ``img_resolution``.
+    """
+    res = int(net.img_resolution)
+    return int(getattr(net, "img_width", res)), int(getattr(net, "img_height", res))

@@ -42,7 +42,7 @@ from styleforge.layers.stylegan2_blocks import (
     SynthesisBlock,
     check_noise_mode,
 )
-from styleforge.models.base import Network, register_network
+from styleforge.models.base import Network, aspect_image_size, check_img_aspect, register_network
 from styleforge.models.registry import Preset, register_preset
 from styleforge.utils.errors import UserInputError
 
@@ -53,6 +53,8 @@ __all__ = [
     "StyleGAN2Generator",
     "StyleGAN2Discriminator",
     "channels_for_resolution",
+    "base_size",
+    "block_size",
     "fp16_resolution",
 ]
 
@@ -92,6 +94,32 @@ def _check_positive(**values: int) -> None:
             raise UserInputError(f"{name} must be a positive integer, got {v!r}.")
 
 
+def base_size(img_aspect: tuple[int, int] | None) -> tuple[int, int]:
+    """``(H, W)`` of the lowest level (the constant input of G, the head of D): 4 x 4, or e.g. 3 x 4 for 4:3.
+
+    The longer side is :data:`BASE_RESOLUTION`; the shorter one must be a whole number of pixels, so the
+    non-square aspect ratios are 4:3, 3:4, 2:1, 1:2, 4:1 and 1:4 (and multiples such as 8:6).
+    """
+    check_img_aspect(img_aspect)
+    try:
+        w, h = aspect_image_size(BASE_RESOLUTION, img_aspect)
+    except UserInputError:
+        raise UserInputError(
+            f"StyleGAN2 builds a non-square image from a {BASE_RESOLUTION}-pixel base whose shorter side must be a "
+            f"whole number of pixels; img_aspect {img_aspect[0]}:{img_aspect[1]} is not possible. Use 4:3, 3:4, "
+            "2:1, 1:2, 4:1 or 1:4 (crop or pad the dataset to one of them)."
+        ) from None
+    return h, w
+
+
+def block_size(res: int, img_aspect: tuple[int, int] | None) -> tuple[int, int] | None:
+    """``(H, W)`` of the block named ``b{res}`` of a non-square network, ``None`` for a square one."""
+    if img_aspect is None or img_aspect[0] == img_aspect[1]:
+        return None
+    h, w = base_size(img_aspect)
+    return h * res // BASE_RESOLUTION, w * res // BASE_RESOLUTION
+
+
 def _check_architecture(arch: str) -> None:
     if arch not in ARCHITECTURES:
         raise UserInputError(f"architecture must be one of {ARCHITECTURES}, got {arch!r}.")
@@ -110,7 +138,7 @@ class StyleGAN2GeneratorConfig:
     z_dim: int = 512  # Input latent (Z) dimensionality.
     c_dim: int = 0  # Conditioning label (C) dimensionality, 0 = unconditional.
     w_dim: int = 512  # Intermediate latent (W) dimensionality.
-    img_resolution: int = 256  # Output resolution (power of two).
+    img_resolution: int = 256  # Output resolution (power of two; the longer side of a non-square image).
     img_channels: int = 3  # Number of output colour channels.
     mapping_layers: int = 8  # Number of mapping layers.
     mapping_embed_features: int | None = None  # Label embedding width, None = w_dim.
@@ -129,6 +157,8 @@ class StyleGAN2GeneratorConfig:
     fp16_channels_last: bool = False  # channels_last memory format in the float16 blocks.
     stored_filters: bool = False  # Keep each layer's resampling filter in the state dict (converted checkpoints
     # whose stored blur kernels differ from resample_filter) instead of deriving it from resample_filter.
+    img_aspect: tuple[int, int] | None = None  # (W, H) aspect ratio of a non-square output, e.g. (4, 3) for a
+    # 4x3 constant and 32x24 images at img_resolution 32; None = square.
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -142,6 +172,7 @@ class StyleGAN2GeneratorConfig:
         if not isinstance(self.c_dim, int) or self.c_dim < 0:
             raise UserInputError(f"c_dim must be an integer >= 0, got {self.c_dim!r}.")
         _check_resolution("img_resolution", self.img_resolution)
+        base_size(self.img_aspect)
         _check_architecture(self.architecture)
         if self.fused_modconv_default not in FUSED_MODCONV_CHOICES:
             raise UserInputError(
@@ -161,7 +192,7 @@ class StyleGAN2DiscriminatorConfig:
     """
 
     c_dim: int = 0  # Conditioning label (C) dimensionality, 0 = unconditional.
-    img_resolution: int = 256  # Input resolution (power of two).
+    img_resolution: int = 256  # Input resolution (power of two; the longer side of a non-square image).
     img_channels: int = 3  # Number of input colour channels.
     architecture: str = "resnet"  # 'orig', 'skip' or 'resnet'.
     channel_base: int = CONFIG_F_CHANNEL_BASE  # Channels at res r: min(channel_base // r, channel_max).
@@ -179,6 +210,7 @@ class StyleGAN2DiscriminatorConfig:
     mapping_activation: str = "lrelu"  # Activation of the label mapping.
     mapping_lr_multiplier: float = MAPPING_LR_MULTIPLIER  # Learning-rate multiplier of the label mapping.
     fp16_channels_last: bool = False  # channels_last memory format in the float16 blocks.
+    img_aspect: tuple[int, int] | None = None  # (W, H) aspect ratio of non-square input images (head e.g. 4x3).
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -192,6 +224,7 @@ class StyleGAN2DiscriminatorConfig:
             raise UserInputError(f"c_dim must be an integer >= 0, got {self.c_dim!r}.")
         # the discriminator needs at least one downsampling block before its 4x4 head
         _check_resolution("img_resolution", self.img_resolution, minimum=2 * BASE_RESOLUTION)
+        base_size(self.img_aspect)
         _check_architecture(self.architecture)
         if self.mbstd_num_channels < 0:
             raise UserInputError(f"mbstd_num_channels must be >= 0, got {self.mbstd_num_channels}.")
@@ -214,6 +247,7 @@ class StyleGAN2Synthesis(nn.Module):
         cfg = config
         self.w_dim = cfg.w_dim
         self.img_resolution = cfg.img_resolution
+        self.img_width, self.img_height = aspect_image_size(cfg.img_resolution, cfg.img_aspect)
         self.img_channels = cfg.img_channels
         log2 = int(math.log2(cfg.img_resolution))
         self.block_resolutions = [2**i for i in range(2, log2 + 1)]
@@ -239,6 +273,7 @@ class StyleGAN2Synthesis(nn.Module):
                 fp16_channels_last=cfg.fp16_channels_last,
                 fused_modconv_default=cfg.fused_modconv_default,
                 use_noise=cfg.use_noise,
+                size=block_size(res, cfg.img_aspect),
             )
             self.num_ws += block.num_conv + (block.num_torgb if is_last else 0)
             setattr(self, f"b{res}", block)
@@ -269,7 +304,8 @@ class StyleGAN2Synthesis(nn.Module):
             generator: random generator for ``noise_mode="random"``.
 
         Returns:
-            ``[N, img_channels, img_resolution, img_resolution]`` float32.
+            ``[N, img_channels, img_height, img_width]`` float32 (``img_height = img_width = img_resolution``
+            unless ``img_aspect`` is set).
         """
         del update_emas  # nothing to update in StyleGAN2 synthesis
         check_noise_mode(noise_mode)
@@ -295,7 +331,8 @@ class StyleGAN2Synthesis(nn.Module):
         return img
 
     def extra_repr(self) -> str:
-        return f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}"
+        size = "" if self.img_width == self.img_height else f", size={self.img_width}x{self.img_height}"
+        return f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}{size}"
 
 
 @register_network
@@ -314,6 +351,7 @@ class StyleGAN2Generator(Network):
         self.c_dim = config.c_dim
         self.w_dim = config.w_dim
         self.img_resolution = config.img_resolution
+        self.img_width, self.img_height = aspect_image_size(config.img_resolution, config.img_aspect)
         self.img_channels = config.img_channels
         self.synthesis = StyleGAN2Synthesis(config)
         if config.stored_filters:  # the filters in use become persistent buffers, loaded with the weights
@@ -361,7 +399,7 @@ class StyleGAN2Generator(Network):
             fused_modconv, force_fp32, generator: see :meth:`StyleGAN2Synthesis.forward`.
 
         Returns:
-            ``[N, img_channels, img_resolution, img_resolution]`` float32 images, nominally in ``[-1, 1]``.
+            ``[N, img_channels, img_height, img_width]`` float32 images, nominally in ``[-1, 1]``.
         """
         ws = self.mapping(
             z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
@@ -392,6 +430,7 @@ class StyleGAN2Discriminator(Network):
         cfg = config
         self.c_dim = cfg.c_dim
         self.img_resolution = cfg.img_resolution
+        self.img_width, self.img_height = aspect_image_size(cfg.img_resolution, cfg.img_aspect)
         self.img_channels = cfg.img_channels
         log2 = int(math.log2(cfg.img_resolution))
         self.block_resolutions = [2**i for i in range(log2, 2, -1)]
@@ -444,6 +483,7 @@ class StyleGAN2Discriminator(Network):
             mbstd_num_channels=cfg.mbstd_num_channels,
             activation=cfg.activation,
             conv_clamp=cfg.conv_clamp,
+            size=block_size(BASE_RESOLUTION, cfg.img_aspect),
         )
 
     def forward(
@@ -456,7 +496,7 @@ class StyleGAN2Discriminator(Network):
         """Score images.
 
         Args:
-            img: ``[N, img_channels, img_resolution, img_resolution]`` images in ``[-1, 1]``.
+            img: ``[N, img_channels, img_height, img_width]`` images in ``[-1, 1]``.
             c: ``[N, c_dim]`` labels (``None`` or ``[N, 0]`` when unconditional).
             update_emas: accepted for the official call convention (no EMAs here).
             force_fp32: compute every block in float32 even on CUDA.
@@ -465,11 +505,16 @@ class StyleGAN2Discriminator(Network):
             ``[N, 1]`` float32 logits (real > fake).
         """
         del update_emas
-        expected = [self.img_channels, self.img_resolution, self.img_resolution]
+        expected = [self.img_channels, self.img_height, self.img_width]
         if img.ndim != 4 or list(img.shape[1:]) != expected:
+            fix = (
+                f"img_resolution={img.shape[-1]}"
+                if img.ndim == 4 and img.shape[-1] == img.shape[-2]
+                else "the images' img_resolution and img_aspect (W, H)"
+            )
             raise UserInputError(
                 f"The discriminator expects images of shape [N, {', '.join(map(str, expected))}], got "
-                f"{list(img.shape)}; resize the images or build D with img_resolution={img.shape[-1]}."
+                f"{list(img.shape)}; resize the images or build D with {fix}."
             )
         x = None
         for res in self.block_resolutions:

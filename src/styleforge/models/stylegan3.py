@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from styleforge.layers.equalized import EqualizedLinear
 from styleforge.layers.mapping import MappingNetwork
-from styleforge.models.base import Network, register_network
+from styleforge.models.base import Network, aspect_image_size, register_network
 from styleforge.models.registry import Preset, register_preset
 from styleforge.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2DiscriminatorConfig
 from styleforge.ops.filtered_lrelu import filtered_lrelu
@@ -61,6 +61,7 @@ __all__ = [
     "StyleGAN3Config",
     "LayerSchedule",
     "layer_schedule",
+    "layer_sizes",
     "SynthesisInput",
     "SynthesisLayer",
     "StyleGAN3Synthesis",
@@ -112,6 +113,9 @@ class StyleGAN3Config:
         use_radial_filters: radially symmetric down-sampling filters (R) in the non-critically sampled layers.
         conv_clamp: clamp of the pre-activations, ``None`` = no clamping.
         magnitude_ema_beta: decay of each layer's running mean of the squared input.
+        img_aspect: ``(W, H)`` aspect ratio of a non-square canvas (e.g. ``(4, 3)``), ``None`` = square. The
+            longer side is ``img_resolution`` and carries the layer schedule; the shorter side samples the same
+            frequencies at the same rates over a shorter extent (see :func:`layer_sizes`).
     """
 
     z_dim: int = 512
@@ -138,6 +142,7 @@ class StyleGAN3Config:
     use_radial_filters: bool = False
     conv_clamp: float | None = 256.0
     magnitude_ema_beta: float = 0.999
+    img_aspect: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         res = self.img_resolution
@@ -160,6 +165,12 @@ class StyleGAN3Config:
             raise UserInputError(f"conv_kernel must be a positive odd number, got {self.conv_kernel}")
         if self.channel_base <= 0 or self.channel_max <= 0:
             raise UserInputError("channel_base and channel_max must be positive")
+        if self.img_aspect is not None:
+            sched = layer_schedule(
+                res, self.img_channels, self.channel_base, self.channel_max, self.num_layers, self.num_critical,
+                self.first_cutoff, self.first_stopband, self.last_stopband_rel, self.margin_size,
+            )  # fmt: skip
+            layer_sizes(sched, res, self.img_aspect, self.margin_size)  # raises on a fractional canvas
 
 
 @dataclass(frozen=True)
@@ -215,6 +226,41 @@ def layer_schedule(
     return LayerSchedule(cutoffs, stopbands, sampling_rates, half_widths, sizes, channels)
 
 
+def layer_sizes(
+    schedule: LayerSchedule, img_resolution: int, img_aspect: tuple[int, int] | None, margin_size: int
+) -> list[tuple[int, int]]:
+    """``(W, H)`` of every feature map (index 0 = the input) of a possibly non-square canvas.
+
+    The sampling rate ``s`` of a layer is the number of samples per unit along *both* axes (so the filters and
+    the frequency content stay isotropic and translation/rotation equivariance holds); a ``W:H`` canvas spans
+    ``W / max(W, H)`` by ``H / max(W, H)`` units and each axis gets the same margins. Square canvases give
+    ``schedule.sizes`` on both axes. Raises a :class:`UserInputError` when a layer's canvas is fractional.
+    """
+    width, height = aspect_image_size(img_resolution, img_aspect)
+    rel_w, rel_h = width / img_resolution, height / img_resolution
+    sizes = []
+    for idx, rate in enumerate(schedule.sampling_rates):
+        if idx >= len(schedule.sampling_rates) - 2:  # the critically sampled end: exactly the image
+            sizes.append((width, height))
+            continue
+        w, h = rate * rel_w, rate * rel_h
+        if w != int(w) or h != int(h):
+            raise UserInputError(
+                f"StyleGAN3 layer {idx} samples {rate:g} per unit; a {width}x{height} canvas would need "
+                f"{w:g}x{h:g} samples there. Use a ratio whose shorter side divides the lowest sampling rate "
+                f"({schedule.sampling_rates.min():g}), such as 4:3, 3:4 or 2:1."
+            )
+        sizes.append((int(w) + 2 * margin_size, int(h) + 2 * margin_size))
+    return sizes
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(W, H)`` from a side length or a pair."""
+    if isinstance(size, (tuple, list)):
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Building blocks.
 
@@ -229,14 +275,18 @@ class SynthesisInput(nn.Module):
     call argument) is applied on top. Frequencies close to ``sampling_rate / 2`` are faded out. A learned
     ``[channels, channels]`` mixing matrix ``weight`` follows.
 
-    Output: ``[N, channels, size, size]``.
+    Output: ``[N, channels, size, size]``, or ``[N, channels, H, W]`` for ``size = (W, H)`` (a non-square
+    canvas spanning ``W / sampling_rate`` by ``H / sampling_rate`` units).
     """
 
-    def __init__(self, w_dim: int, channels: int, size: int, sampling_rate: float, bandwidth: float) -> None:
+    def __init__(
+        self, w_dim: int, channels: int, size: int | tuple[int, int], sampling_rate: float, bandwidth: float
+    ) -> None:
         super().__init__()
         self.w_dim = w_dim
         self.channels = channels
-        self.size = int(size)
+        self.size_wh = _pair(size)
+        self.size = self.size_wh[0] if self.size_wh[0] == self.size_wh[1] else self.size_wh
         self.sampling_rate = float(sampling_rate)
         self.bandwidth = float(bandwidth)
 
@@ -296,10 +346,11 @@ class SynthesisInput(nn.Module):
             1 - (freqs.norm(dim=2) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth)
         ).clamp(0, 1)
 
-        # Sample coordinates: pixel centres of a size x size grid spanning size / sampling_rate units.
-        half_extent = 0.5 * self.size / self.sampling_rate
-        theta = torch.tensor([[half_extent, 0.0, 0.0], [0.0, half_extent, 0.0]], device=w.device).unsqueeze(0)
-        grid = F.affine_grid(theta, [1, 1, self.size, self.size], align_corners=False)  # [1, H, W, 2]
+        # Sample coordinates: pixel centres of a W x H grid spanning W / sampling_rate by H / sampling_rate units.
+        width, height = self.size_wh
+        half_w, half_h = 0.5 * width / self.sampling_rate, 0.5 * height / self.sampling_rate
+        theta = torch.tensor([[half_w, 0.0, 0.0], [0.0, half_h, 0.0]], device=w.device).unsqueeze(0)
+        grid = F.affine_grid(theta, [1, 1, height, width], align_corners=False)  # [1, H, W, 2]
 
         x = (grid.unsqueeze(3) @ freqs.permute(0, 2, 1).unsqueeze(1).unsqueeze(2)).squeeze(3)  # [N, H, W, C]
         x = x + phases.unsqueeze(1).unsqueeze(2)
@@ -331,8 +382,8 @@ class SynthesisLayer(nn.Module):
         use_fp16: bool,                     # Run in float16 on CUDA?
         in_channels: int,                   # Input channels.
         out_channels: int,                  # Output channels.
-        in_size: int,                       # Input spatial size (including margins).
-        out_size: int,                      # Output spatial size (including margins).
+        in_size: int | tuple[int, int],     # Input spatial size (including margins), or (W, H).
+        out_size: int | tuple[int, int],    # Output spatial size (including margins), or (W, H).
         in_sampling_rate: int,              # Input sampling rate (s).
         out_sampling_rate: int,             # Output sampling rate (s).
         in_cutoff: float,                   # Input cutoff frequency (f_c).
@@ -353,8 +404,10 @@ class SynthesisLayer(nn.Module):
         self.use_fp16 = use_fp16
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.in_size = int(in_size)
-        self.out_size = int(out_size)
+        self.in_size_wh, self.out_size_wh = _pair(in_size), _pair(out_size)
+        # ints for square layers (as always), (W, H) pairs for a non-square canvas
+        self.in_size = self.in_size_wh[0] if self.in_size_wh[0] == self.in_size_wh[1] else self.in_size_wh
+        self.out_size = self.out_size_wh[0] if self.out_size_wh[0] == self.out_size_wh[1] else self.out_size_wh
         self.in_sampling_rate = in_sampling_rate
         self.out_sampling_rate = out_sampling_rate
         self.tmp_sampling_rate = max(in_sampling_rate, out_sampling_rate) * (
@@ -406,17 +459,21 @@ class SynthesisLayer(nn.Module):
 
         # Padding so that the output has out_size samples, with the sample positions of the symmetric
         # interpretation (paper app. C.3: pixel centres at half-integer coordinates).
-        pad_total = (self.out_size - 1) * self.down_factor + 1  # wanted size before downsampling
-        pad_total -= (self.in_size + self.conv_kernel - 1) * self.up_factor  # size after the upsampling
-        pad_total += self.up_taps + self.down_taps - 2  # lost to the two filters
-        pad_lo = (pad_total + self.up_factor) // 2
-        pad_hi = pad_total - pad_lo
-        self.padding = (int(pad_lo), int(pad_hi), int(pad_lo), int(pad_hi))
+        # Computed per axis: (x_lo, x_hi, y_lo, y_hi); both axes agree on a square canvas.
+        padding = []
+        for in_len, out_len in zip(self.in_size_wh, self.out_size_wh, strict=True):
+            pad_total = (out_len - 1) * self.down_factor + 1  # wanted size before downsampling
+            pad_total -= (in_len + self.conv_kernel - 1) * self.up_factor  # size after the upsampling
+            pad_total += self.up_taps + self.down_taps - 2  # lost to the two filters
+            pad_lo = (pad_total + self.up_factor) // 2
+            padding += [int(pad_lo), int(pad_total - pad_lo)]
+        self.padding = tuple(padding)
 
     def forward(
         self, x: torch.Tensor, w: torch.Tensor, update_emas: bool = False, force_fp32: bool = False
     ) -> torch.Tensor:
-        """``x [N, C_in, in_size, in_size]``, ``w [N, w_dim]`` -> ``[N, C_out, out_size, out_size]``."""
+        """``x [N, C_in, in_size, in_size]``, ``w [N, w_dim]`` -> ``[N, C_out, out_size, out_size]`` (``H, W`` of
+        the ``(W, H)`` sizes on a non-square canvas)."""
         if update_emas:
             magnitude = x.detach().to(torch.float32).square().mean()
             self.magnitude_ema.copy_(magnitude.lerp(self.magnitude_ema, self.magnitude_ema_beta))
@@ -476,6 +533,7 @@ class StyleGAN3Synthesis(nn.Module):
         c = config
         self.w_dim = c.w_dim
         self.img_resolution = c.img_resolution
+        img_aspect = getattr(c, "img_aspect", None)  # StyleGAN-XL configs have no such field: square
         self.img_channels = c.img_channels
         self.num_layers = c.num_layers
         self.num_critical = c.num_critical
@@ -494,11 +552,12 @@ class StyleGAN3Synthesis(nn.Module):
             c.margin_size,
         )
         self.schedule = sched
+        sizes = layer_sizes(sched, c.img_resolution, img_aspect, c.margin_size)
 
         self.input = SynthesisInput(
             w_dim=c.w_dim,
             channels=int(sched.channels[0]),
-            size=int(sched.sizes[0]),
+            size=sizes[0],
             sampling_rate=float(sched.sampling_rates[0]),
             bandwidth=float(sched.cutoffs[0]),
         )
@@ -513,8 +572,8 @@ class StyleGAN3Synthesis(nn.Module):
                     use_fp16=bool(sched.sampling_rates[idx] * 2**c.num_fp16_res > c.img_resolution),
                     in_channels=int(sched.channels[prev]),
                     out_channels=int(sched.channels[idx]),
-                    in_size=int(sched.sizes[prev]),
-                    out_size=int(sched.sizes[idx]),
+                    in_size=sizes[prev],
+                    out_size=sizes[idx],
                     in_sampling_rate=int(sched.sampling_rates[prev]),
                     out_sampling_rate=int(sched.sampling_rates[idx]),
                     in_cutoff=float(sched.cutoffs[prev]),
@@ -530,6 +589,16 @@ class StyleGAN3Synthesis(nn.Module):
                 )
             )
         self.layers = nn.ModuleList(layers)
+
+    @property
+    def img_width(self) -> int:
+        """Width of the output images (the last layer's; ``img_resolution`` unless the canvas is non-square)."""
+        return self.layers[-1].out_size_wh[0]
+
+    @property
+    def img_height(self) -> int:
+        """Height of the output images."""
+        return self.layers[-1].out_size_wh[1]
 
     def official_layer_name(self, idx: int) -> str:
         """The official module name of layer ``idx``: ``L<idx>_<out_size>_<out_channels>``."""
@@ -555,7 +624,8 @@ class StyleGAN3Synthesis(nn.Module):
             force_fp32: never use float16.
 
         Returns:
-            ``[N, img_channels, img_resolution, img_resolution]`` float32, roughly in ``[-1, 1]``.
+            ``[N, img_channels, img_height, img_width]`` float32, roughly in ``[-1, 1]`` (square unless the
+            config sets ``img_aspect``).
         """
         if noise_mode not in NOISE_MODES:
             raise UserInputError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
@@ -599,6 +669,16 @@ class StyleGAN3Generator(Network):
         self.synthesis = self._build_synthesis(config)
         self.num_ws = self.synthesis.num_ws
         self.mapping = self._build_mapping(config)
+
+    @property
+    def img_width(self) -> int:
+        """Width of the output images (``img_resolution`` unless ``img_aspect`` makes them non-square)."""
+        return self.synthesis.img_width
+
+    @property
+    def img_height(self) -> int:
+        """Height of the output images."""
+        return self.synthesis.img_height
 
     def _build_synthesis(self, config: StyleGAN3Config) -> StyleGAN3Synthesis:
         return StyleGAN3Synthesis(config)
@@ -668,6 +748,7 @@ def _preset(name: str, g: StyleGAN3Config, d_base: int, d_max: int, description:
         img_channels=g.img_channels,
         channel_base=d_base,
         channel_max=d_max,
+        img_aspect=g.img_aspect,
     )
     return Preset(name, StyleGAN3Generator, g, StyleGAN2Discriminator, d, description)
 
