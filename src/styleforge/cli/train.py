@@ -22,7 +22,7 @@ from styleforge.cli._common import user_errors
 __all__ = ["command"]
 
 #: Options that are not part of the run's configuration.
-_NOT_CONFIG = ("resume", "allow_change", "device", "dry_run")
+_NOT_CONFIG = ("resume", "allow_change", "device", "dry_run", "keep_states")
 
 
 @click.command("train")
@@ -58,7 +58,14 @@ _NOT_CONFIG = ("resume", "allow_change", "device", "dry_run")
               show_default=True, help="Implementation of the signal-processing ops.")
 @click.option("--no-growing", is_flag=True, help="PGGAN: train the final resolution from the start.")
 @click.option("--skip-bad", is_flag=True, help="Leave out unreadable images instead of stopping.")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
+@click.option("--keep-states", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Training states kept (the newest K), so that one damaged file never loses the run.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Data-loader processes per training process [default: by core count; 0 for small sets].")
+@click.option("--allow-tf32", is_flag=True, help="CUDA: allow TF32 matmuls and convolutions (official: off).")
+@click.option("--nobench", is_flag=True, help="CUDA: turn off cuDNN benchmarking (official: on).")
+@click.option("--device", default="auto", show_default=True,
+              help="cpu, cuda, cuda:N (one process) or auto; under torchrun each process uses cuda:LOCAL_RANK.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit.")
 @user_errors
 def command(**opts: Any) -> None:
@@ -76,12 +83,15 @@ def command(**opts: Any) -> None:
         click.echo(train_cfg.to_json())
         return
     result = train(train_cfg, resume=opts["resume"], allow_change=tuple(opts["allow_change"]),
-                   device=pick_device(opts["device"]))
+                   device=pick_device(opts["device"]), keep_states=opts["keep_states"])
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only the first process reports
     click.echo(f"Run directory: {result.run_dir}")
     if result.final_snapshot is not None:
         click.echo(f"Final network: {result.final_snapshot}")
+    if result.interrupted:
+        click.echo(f"Interrupted at kimg {result.cur_nimg / 1000:g}; continue with --resume {result.run_dir}.")
+        ctx.exit(130)  # the shell's code for a Ctrl-C
 
 
 def _metric_names(text: str) -> tuple[str, ...]:
@@ -127,7 +137,8 @@ def _new_config(opts: dict[str, Any]):
         aug_pipe=opts["aug_pipe"], tick=opts["tick"], snap=opts["snap"], cond=opts["cond"], mirror=opts["mirror"],
         outdir=opts["outdir"], seed=opts["seed"], freezed=opts["freezed"], metrics=_metric_names(opts["metrics"]),
         skip_bad=opts["skip_bad"], glr=opts["glr"], dlr=opts["dlr"], model_overrides=overrides,
-        ops_impl=opts["ops_impl"], no_growing=opts["no_growing"],
+        ops_impl=opts["ops_impl"], no_growing=opts["no_growing"], workers=opts["workers"],
+        allow_tf32=opts["allow_tf32"], cudnn_benchmark=not opts["nobench"],
         mixed_precision="off" if opts["fp32"] else "auto",
         gamma_resolution=opts["resolution"] if opts["resolution"] is not None else _peek_resolution(data),
     )

@@ -26,7 +26,9 @@ consecutive minibatches. One overflow (fp16 on a GPU) is survived.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,11 +43,17 @@ import torch.nn as nn
 import styleforge
 from styleforge.data import ImageDataset, open_dataset
 from styleforge.training.checkpoint import (
+    DEFAULT_KEEP_STATES,
     STATE_FILE,
     STATE_FORMAT_VERSION,
+    disk_full_guard,
     find_latest_run,
+    load_latest_state,
     load_training_state,
-    save_training_state,
+    remove_stale_temporaries,
+    save_rotated_state,
+    state_files,
+    state_nbytes,
 )
 from styleforge.training.config import SCHEDULE_FIELDS, TrainConfig, apply_transfer_defaults, train_config_from_dict
 from styleforge.training.distributed import DistContext, init_from_env
@@ -154,6 +162,7 @@ class TrainResult:
     final_snapshot: Path | None
     stats: list[dict[str, Any]]
     changes: list[str] = field(default_factory=list)
+    interrupted: bool = False  # stopped early by Ctrl-C (with a final snapshot and training state)
 
 
 def run_description(cfg: TrainConfig, dataset_name: str, world: int) -> str:
@@ -256,10 +265,12 @@ def locate_resume(resume: str | None, outdir: str) -> tuple[dict[str, Any] | Non
         return None, None, None
     if resume == "latest":
         run_dir = find_latest_run(outdir)
-        return load_training_state(run_dir), run_dir, None
+        return load_latest_state(run_dir)[0], run_dir, None
     rp = Path(resume).expanduser()
-    if (rp.is_dir() and (rp / STATE_FILE).is_file()) or (rp.is_file() and rp.suffix == ".pt"):
-        return load_training_state(rp), (rp if rp.is_dir() else rp.parent), None
+    if rp.is_dir() and ((rp / STATE_FILE).is_file() or state_files(rp)):
+        return load_latest_state(rp)[0], rp, None
+    if rp.is_file() and rp.suffix == ".pt":
+        return load_training_state(rp), rp.parent, None
     return None, None, resume
 
 
@@ -362,6 +373,11 @@ class _Engine:
         self.dev = dist_ctx.device
         self.n = _Counters()
         self.order = DataOrder(len(ds), cfg.seed)
+        self.stream = _real_stream(self)
+        num_phase_slots = max(p.index for p in recipe.phases) + 1
+        # Per phase slot, on the device: non-finite minibatches in a row now, most in a row this tick, count.
+        self._nonfinite = torch.zeros(3, num_phase_slots, dtype=torch.float64, device=self.dev)
+        self._ran_masks: dict[tuple[int, ...], torch.Tensor] = {}
         self.total_nimg = int(round(cfg.kimg * 1000))
         self.tick_stats: dict[str, torch.Tensor] = {}
         self.records: list[dict[str, Any]] = []
@@ -370,6 +386,8 @@ class _Engine:
         self.t_start = time.time()
         self.tick_start_time = time.time()
         self.maintenance = 0.0
+        self.keep_states = DEFAULT_KEEP_STATES  # training states kept (--keep-states)
+        self.stop_requested = False  # set by the first Ctrl-C: stop after this minibatch with a snapshot
         labels = [ds.get_label(i) for i in range(ds.num_images)] if ds.has_labels else []
         self.label_table = torch.from_numpy(np.stack(labels)).to(self.dev) if labels else \
             torch.zeros(ds.num_images, 0, device=self.dev)
@@ -390,10 +408,14 @@ class _Engine:
         return Minibatch(self.n.batch_idx, self.n.cur_nimg, batch, batch_gpu, batch // (batch_gpu * world))
 
     def load_reals(self, mb: Minibatch, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = self.order.indices(mb.cur_nimg + chunk * mb.batch_gpu, mb.batch_gpu)
-        items = [self.ds[int(i)] for i in idx]
-        img = torch.from_numpy(np.stack([it[0] for it in items])).to(self.dev).to(torch.float32) / 127.5 - 1
-        return img, torch.from_numpy(np.stack([it[1] for it in items])).to(self.dev)
+        """Chunk ``chunk`` of the minibatch: positions ``cur_nimg + chunk * batch_gpu ...`` of the seeded order,
+        decoded ahead by the loader's workers (:mod:`styleforge.training.data_stream`)."""
+        return self.stream.get(mb.cur_nimg, chunk, mb.batch_gpu)
+
+    def plan(self, nimg: int) -> tuple[int, int, int]:
+        """``(batch, batch_gpu, rounds)`` of the minibatch that starts at image ``nimg`` (for the loader)."""
+        mb = self.split(self.recipe.minibatch_size(nimg))
+        return mb.batch, mb.batch_gpu, mb.num_rounds
 
     def run_phase(self, phase: Phase, mb: Minibatch, reals: dict[int, tuple[torch.Tensor, torch.Tensor]],
                   bad: torch.Tensor) -> None:
@@ -440,28 +462,44 @@ class _Engine:
         self.check_finite(self.dist.all_reduce(bad), ran)
 
     def check_finite(self, bad: torch.Tensor, ran: list[Phase]) -> None:
-        """The one host read per minibatch: stop when a phase's losses were non-finite ``nonfinite_patience``
-        times in a row (counted over the minibatches in which that phase ran, so lazy phases count too)."""
-        flags = bad.cpu().tolist()
-        names = []
-        for phase in ran:
-            streak = self.n.nonfinite_streaks.get(phase.name, 0) + 1 if flags[phase.index] > 0 else 0
-            self.n.nonfinite_streaks[phase.name] = streak
-            if streak:
-                names.append(phase.name)
+        """Count, on the device, the minibatches in a row in which each phase's losses were non-finite (over the
+        minibatches in which that phase ran, so lazy phases count too); :meth:`read_nonfinite` reads the counts
+        once per tick. No host synchronisation here."""
+        key = tuple(sorted(phase.index for phase in ran))
+        mask = self._ran_masks.get(key)
+        if mask is None:  # one small host-to-device copy per combination of phases, the first time only
+            mask = torch.zeros_like(bad, dtype=torch.bool)
+            mask[list(key)] = True
+            self._ran_masks[key] = mask
+        hit = (bad > 0) & mask
+        streak = self._nonfinite[0]
+        streak.copy_(torch.where(mask, torch.where(hit, streak + 1, torch.zeros_like(streak)), streak))
+        torch.maximum(self._nonfinite[1], streak, out=self._nonfinite[1])
+        self._nonfinite[2] += hit
+
+    def read_nonfinite(self) -> None:
+        """Once per tick (before the snapshot): log the phases with non-finite losses in this tick, and stop when
+        one of them was non-finite ``nonfinite_patience`` minibatches in a row."""
+        streak, worst, count = self._nonfinite.cpu().tolist()
+        self._nonfinite[1:].zero_()
+        by_name = {p.index: p.name for p in self.recipe.phases}
+        for idx, name in by_name.items():
+            self.n.nonfinite_streaks[name] = int(streak[idx])
+        names = [by_name[i] for i in sorted(by_name) if count[i] > 0]
         if not names:
             return
-        worst = max(names, key=lambda n: self.n.nonfinite_streaks[n])
-        streak = self.n.nonfinite_streaks[worst]
-        self.log(f"non-finite loss in phase {', '.join(names)} at kimg {self.n.cur_nimg / 1000:.3f} "
-                 f"({streak} in a row); gradients sanitised")
-        if streak >= self.cfg.nonfinite_patience:
+        worst_idx = max((i for i in by_name if count[i] > 0), key=lambda i: worst[i])
+        top = int(worst[worst_idx])
+        self.log(f"non-finite loss in phase {', '.join(names)} up to kimg {self.n.cur_nimg / 1000:.3f} "
+                 f"({', '.join(f'{by_name[i]}: {int(count[i])}x' for i in sorted(by_name) if count[i] > 0)} in this "
+                 f"tick, at most {top} in a row); gradients sanitised")
+        if top >= self.cfg.nonfinite_patience:
             last = self.run_dir / STATE_FILE
             kept = f"The last good training state is {last}." if last.is_file() else "No snapshot had been written."
             raise NonFiniteLossError(
-                f"Non-finite loss in phase {worst} at tick {self.n.cur_tick} (kimg {self.n.cur_nimg / 1000:.3f}) "
-                f"{streak} times in a row; training stopped. {kept} Lower the learning rate or --gamma, check the "
-                "data, or raise nonfinite_patience."
+                f"Non-finite loss in phase {by_name[worst_idx]} at tick {self.n.cur_tick} (kimg "
+                f"{self.n.cur_nimg / 1000:.3f}) {top} times in a row; training stopped. {kept} Lower the learning "
+                "rate or --gamma, check the data, or raise nonfinite_patience."
             )
 
     # -- ticks --
@@ -546,19 +584,21 @@ class _Engine:
 
     def snapshot(self) -> None:
         if self.dist.is_main:
-            save_training_state(self.run_dir / STATE_FILE, self.state())
             from styleforge.loading import save as save_networks
 
+            # The network snapshot first, the training state last: a run killed in between resumes from the
+            # previous state and writes this snapshot again, so no snapshot is ever skipped.
             self.final_snapshot = self.run_dir / f"network-snapshot-{self.n.cur_nimg // 1000:06d}"
             save_networks(self.final_snapshot, G=self.recipe.G, D=self.recipe.D, G_ema=self.recipe.G_ema,
                           extra={"cur_nimg": self.n.cur_nimg, "training_config": self.cfg.cfg, "dataset": self.ds.name,
                                  **self.recipe.snapshot_extra()})
+            save_rotated_state(self.run_dir, self.state(), self.keep_states)
             self.log(f"snapshot {self.final_snapshot.name} and {STATE_FILE} at kimg {self.n.cur_nimg / 1000:g}")
             self.run_metrics()
         self.dist.barrier()
 
     def run_metrics(self) -> None:
-        if not self.cfg.metrics:
+        if not self.cfg.metrics or self.stop_requested:  # Ctrl-C: the metrics can be computed later
             return
         from styleforge.metrics.registry import MetricContext, compute_metric
 
@@ -583,7 +623,7 @@ class _Engine:
             self.log.progress(self.n.cur_nimg)
             milestone = self.recipe.milestone(before, self.n.cur_nimg)
             done = self.n.cur_nimg >= self.total_nimg or (
-                time_limit_s is not None and time.time() - self.t_start >= time_limit_s)
+                time_limit_s is not None and time.time() - self.t_start >= time_limit_s) or _interrupted(self)
             if done or milestone is not None or self.n.cur_nimg >= self.n.tick_start_nimg + self.cfg.tick_kimg * 1000:
                 self.end_tick(done, milestone, time_limit_s)
 
@@ -601,6 +641,7 @@ def run_training(
     log: Callable[[str], None] | None = None,
     progress_bar: bool | None = None,
     time_limit_s: float | None = None,
+    keep_states: int = DEFAULT_KEEP_STATES,
 ) -> TrainResult:
     """Run a recipe to ``cfg.kimg``; see :func:`styleforge.training.loop.train` for the arguments."""
     if dist_ctx is None:  # joined here (torchrun's environment), so left here too
@@ -608,7 +649,7 @@ def run_training(
         try:
             result = run_training(cfg, make_recipe, run_dir=run_dir, resume=resume, allow_change=allow_change,
                                   dataset=dataset, dist_ctx=dist_ctx, log=log, progress_bar=progress_bar,
-                                  time_limit_s=time_limit_s)
+                                  time_limit_s=time_limit_s, keep_states=keep_states)
         except BaseException:
             dist_ctx.shutdown(barrier=False)  # the other ranks may not reach a barrier now
             raise
@@ -643,18 +684,59 @@ def run_training(
     with _own_randomness(dist_ctx.device, cfg.seed):
         recipe = make_recipe(cfg, ds, dist_ctx.device)
         engine = _Engine(cfg, recipe, ds, run_dir, dist_ctx, out)
+        engine.keep_states = keep_states
+        if state is not None and dist_ctx.is_main:
+            remove_stale_temporaries(run_dir)  # left by a killed write
         for line in changes:
             out(line)
-        _start(engine, state, weights_from, progress_bar)
-        try:
-            engine.loop(time_limit_s)
-        finally:
-            out.close()
+        with _faults_handled(engine):
+            _start(engine, state, weights_from, progress_bar)
+            try:
+                engine.loop(time_limit_s)
+            finally:
+                out.close()
     wall = time.time() - engine.t_start
     out(f"Done: {engine.n.cur_nimg / 1000:.1f} kimg in {fmt_time(wall)}.")
     return TrainResult(run_dir=run_dir, cur_nimg=engine.n.cur_nimg, cur_tick=engine.n.cur_tick, wall_time=wall,
                        sec_per_kimg=engine.sec_per_kimg, final_snapshot=engine.final_snapshot,
-                       stats=engine.records, changes=changes)
+                       stats=engine.records, changes=changes, interrupted=engine.stop_requested)
+
+
+@contextmanager
+def _faults_handled(engine: _Engine) -> Iterator[None]:
+    """A full disk becomes :class:`DiskFullError` (naming the run directory and the space needed); the first Ctrl-C
+    asks the loop to stop after the current minibatch with a snapshot and a training state, a second one exits at
+    once (``KeyboardInterrupt``)."""
+
+    def needed() -> int:
+        nets = [engine.recipe.G, engine.recipe.D, engine.recipe.G_ema]
+        return state_nbytes(engine.state()) + sum(state_nbytes(net.state_dict()) for net in nets)
+
+    def first_interrupt(signum: int, frame: Any) -> None:
+        engine.stop_requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, first_interrupt) if in_main_thread else None
+    try:
+        with disk_full_guard(engine.run_dir, needed):
+            yield
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted(engine: _Engine) -> bool:
+    """Whether a Ctrl-C asked the run to stop (agreed over all processes, so that all stop at this minibatch)."""
+    stop = engine.stop_requested
+    if engine.dist.distributed:
+        flag = torch.tensor([1.0 if stop else 0.0], device=engine.dev)
+        stop = bool(engine.dist.all_reduce(flag).item() > 0)
+        engine.stop_requested = stop
+    if stop:
+        engine.log(f"Interrupted at kimg {engine.n.cur_nimg / 1000:g}: writing a snapshot and the training state "
+                   "(Ctrl-C again exits at once, keeping the previous ones).")
+    return stop
 
 
 def _recipe_kind(cfg: TrainConfig) -> str:

@@ -28,11 +28,15 @@ def train(cfg: TrainConfig, **options: Any) -> TrainResult:
             ``("gamma", "mirror")``, that may differ from the saved configuration); ``dataset`` (an opened dataset
             instead of ``cfg.data``); ``dist_ctx`` (default: from torchrun's environment); ``device``; ``log``
             (where progress lines go; default print on rank 0); ``progress_bar``; ``time_limit_s`` (stop with a
-            final snapshot after the first minibatch that ends past this many seconds).
+            final snapshot after the first minibatch that ends past this many seconds); ``keep_states`` (training states
+            kept, default 2: the fallback when the newest is damaged). The first Ctrl-C (SIGINT) stops after the
+            current minibatch with a snapshot and a training state (``TrainResult.interrupted``); a second one
+            raises ``KeyboardInterrupt`` at once.
 
     Raises:
         NonFiniteLossError: a phase's losses were NaN/inf ``cfg.nonfinite_patience`` times in a row.
         UserInputError: bad data, options or resume path, or a resume that would change the run.
+        DiskFullError: a write failed for lack of space (the message names the directory and the space needed).
     """
     if cfg.progressive is not None:
         from styleforge.training.progressive import PGGANRecipe
