@@ -26,15 +26,30 @@ PROGRESS_MIN_SEEDS = 8
 
 
 def make_labels(
-    G: torch.nn.Module, class_idx: int | None, n: int, device: torch.device | str = "cpu"
+    G: torch.nn.Module,
+    class_idx: int | Sequence[int] | None,
+    n: int,
+    device: torch.device | str = "cpu",
+    cond_vector: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """The conditioning labels ``c`` ``[n, c_dim]`` for ``class_idx`` (one-hot), or ``[n, 0]`` for an
     unconditional G.
+
+    Networks trained on several classes per image (``cond_encoding="multi-label"``) take a list of classes
+    (multi-hot ``c``); those trained on continuous attributes take ``cond_vector`` (``c`` itself, ``c_dim``
+    values), which any conditional network also accepts as an explicit ``c``.
 
     Raises:
         UserInputError: a class for an unconditional network, no class for a conditional one, or a class out
             of range.
     """
+    encoding = getattr(getattr(G, "config", None), "cond_encoding", "class")
+    if cond_vector is not None or not isinstance(class_idx, (int, type(None))) or encoding != "class":
+        from styleforge.data.labels import label_vector
+
+        classes = [class_idx] if isinstance(class_idx, int) else class_idx
+        c = label_vector(int(getattr(G, "c_dim", 0)), encoding, classes, cond_vector)
+        return torch.from_numpy(c).to(device).reshape(1, -1).repeat(n, 1)
     c_dim = int(getattr(G, "c_dim", 0))
     if c_dim == 0:
         if class_idx is not None:
@@ -72,13 +87,14 @@ def generate_images(
     seeds: Sequence[int],
     truncation_psi: float = 1.0,
     truncation_cutoff: int | None = None,
-    class_idx: int | None = None,
+    class_idx: int | Sequence[int] | None = None,
     noise_mode: str = "const",
     transform: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     full_resolution: bool = False,
     progress: bool = False,
+    cond_vector: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """Generate one image per seed.
 
@@ -88,7 +104,9 @@ def generate_images(
         seeds: the seeds; seed ``s`` uses ``z = RandomState(s).randn(1, z_dim)``.
         truncation_psi: truncation ``psi`` (``w' = w_avg + psi (w - w_avg)``); 1 = no truncation.
         truncation_cutoff: truncate only the first this many ``w`` copies; ``None`` = all.
-        class_idx: the class of a conditional generator (required then, refused otherwise).
+        class_idx: the class of a conditional generator (required then, refused otherwise); a list of classes
+            for a multi-label one.
+        cond_vector: the attribute values ``c`` of a network conditioned on continuous labels.
         noise_mode: ``"const"`` (the stored noise; reproducible), ``"random"`` or ``"none"``.
         transform: the 3x3 input transform of a StyleGAN3-type generator
             (``styleforge.transform_matrix(...)``); refused for generators without one.
@@ -134,7 +152,7 @@ def generate_images(
     if full_resolution and _accepts(G, "full_resolution"):
         kwargs["full_resolution"] = True
     G = G.to(device)
-    c_all = make_labels(G, class_idx, len(seeds), device)
+    c_all = make_labels(G, class_idx, len(seeds), device, cond_vector=cond_vector)
     images = []
     from tqdm import tqdm
 

@@ -9,7 +9,7 @@ import click
 from styleforge.cli._common import pick_device, user_errors
 from styleforge.utils.errors import UserInputError
 
-__all__ = ["command", "parse_translate"]
+__all__ = ["command", "parse_translate", "parse_condition"]
 
 
 def parse_translate(text: str | None) -> tuple[float, float] | None:
@@ -27,6 +27,20 @@ def parse_translate(text: str | None) -> tuple[float, float] | None:
         ) from None
 
 
+def parse_condition(class_idx: str | None, cond_vector: str | None) -> tuple[int | list[int] | None, list | None]:
+    """``--class 3`` -> ``3``, ``--class 3,7`` -> ``[3, 7]``; ``--cond-vector 0.2,0.9`` -> ``[0.2, 0.9]``."""
+    from styleforge.data.labels import parse_numbers
+
+    classes: int | list[int] | None = None
+    if class_idx is not None:
+        values = parse_numbers(class_idx, "--class")
+        if not values or any(v != int(v) for v in values):
+            raise UserInputError(f"--class takes class indices such as 3 or 3,7, got {class_idx!r}.")
+        classes = int(values[0]) if len(values) == 1 and "," not in class_idx else [int(v) for v in values]
+    vector = parse_numbers(cond_vector, "--cond-vector") if cond_vector is not None else None
+    return classes, vector
+
+
 @click.command(name="generate")
 @click.option(
     "--network", "network", required=True, help="Styleforge directory, official .pkl, or builtin:NAME."
@@ -40,7 +54,10 @@ def parse_translate(text: str | None) -> tuple[float, float] | None:
 @click.option(
     "--trunc-cutoff", "truncation_cutoff", type=int, default=None, help="Truncate only the first N ws."
 )
-@click.option("--class", "class_idx", type=int, default=None, help="Class of a conditional network.")
+@click.option("--class", "class_idx", default=None,
+              help="Class of a conditional network; several ('3,7') for a multi-label one.")
+@click.option("--cond-vector", default=None,
+              help="Label values of a network conditioned on continuous attributes, e.g. '0.2,0.9'.")
 @click.option(
     "--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True
 )
@@ -64,7 +81,8 @@ def command(
     projected_w: str | None,
     truncation_psi: float,
     truncation_cutoff: int | None,
-    class_idx: int | None,
+    class_idx: str | None,
+    cond_vector: str | None,
     noise_mode: str,
     grid: bool,
     translate: str | None,
@@ -101,12 +119,14 @@ def command(
         transform = transform_matrix(translate=shift or (0.0, 0.0), rotate=rotate or 0.0)
     dev = pick_device(device)
     G = load(network, device=dev).generator
+    classes, vector = parse_condition(class_idx, cond_vector)
     images = generate_images(
         G,
         seed_list,
         truncation_psi=truncation_psi,
         truncation_cutoff=truncation_cutoff,
-        class_idx=class_idx,
+        class_idx=classes,
+        cond_vector=vector,
         noise_mode=noise_mode,
         transform=transform,
         device=dev,

@@ -3,7 +3,8 @@
 The output is the format the official dataset tool writes and :func:`styleforge.data.open_dataset` reads:
 an uncompressed (``ZIP_STORED``) zip of PNGs named ``00000/img00000000.png`` (1000 per folder) plus a
 ``dataset.json`` ``{"labels": [[name, class], ...] | null, "class_names": [...]}``. Every image has the same
-square size and channel count. The zip is written to a temporary file and moved into place, so a crash never
+size (square, or ``W x H`` with ``--resolution 512x384``: cropped or padded to that aspect ratio) and channel
+count. The zip is written to a temporary file and moved into place, so a crash never
 leaves a half-written zip.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from styleforge.data.aspect import fit_to_size, size_pair
 from styleforge.data.dataset import (
     DATASET_JSON,
     BadFile,
@@ -51,10 +53,11 @@ class PrepareConfig:
     """Options of :func:`prepare_dataset`.
 
     Attributes:
-        resolution: output H = W in pixels.
-        transform: ``center-crop`` (largest centred square), ``center-crop-wide`` (centred 2:1 crop, resized
-            to ``resolution x resolution/2`` and placed on a black square), or ``pad`` (pad to a square with
-            ``pad_value`` and resize).
+        resolution: output H = W in pixels, or ``(W, H)`` for non-square images (e.g. ``(512, 384)``).
+        transform: ``center-crop`` (largest centred square, or region of the ``W:H`` aspect ratio),
+            ``center-crop-wide`` (centred 2:1 crop, resized to ``resolution x resolution/2`` and placed on a
+            black square; square output only), or ``pad`` (pad to a square, or to ``W:H``, with ``pad_value``
+            and resize).
         resize_filter: ``box`` or ``lanczos``.
         max_images: keep only the first N images in sorted name order (``None``: all).
         channels: 1, 3 or 4 to convert every image; ``None`` keeps the source's majority channel count.
@@ -62,7 +65,7 @@ class PrepareConfig:
         pad_value: fill value of ``pad`` and ``center-crop-wide`` (0 = black, 255 = white).
     """
 
-    resolution: int
+    resolution: int | tuple[int, int]
     transform: str = "center-crop"
     resize_filter: str = "lanczos"
     max_images: int | None = None
@@ -71,8 +74,14 @@ class PrepareConfig:
     pad_value: int = 0
 
     def __post_init__(self) -> None:
-        if self.resolution < 1:
+        if min(size_pair(self.resolution)) < 1:
             raise UserInputError(f"--resolution must be a positive number of pixels, got {self.resolution}.")
+        if self.transform == "center-crop-wide" and not isinstance(self.resolution, int):
+            raise UserInputError(
+                "--transform center-crop-wide places a 2:1 crop on a square canvas; for non-square output "
+                f"{self.resolution[0]}x{self.resolution[1]} use --transform center-crop (crop to the aspect ratio) "
+                "or pad (pad to it)."
+            )
         if self.transform not in TRANSFORMS:
             raise UserInputError(
                 f"Unknown transform {self.transform!r}; choose one of {', '.join(TRANSFORMS)}."
@@ -93,7 +102,7 @@ class PrepareResult:
 
     dest: Path
     num_images: int
-    resolution: int
+    resolution: int | tuple[int, int]  # side of a square set, (W, H) of a non-square one
     channels: int
     num_classes: int
     skipped: tuple[BadFile, ...]
@@ -105,8 +114,12 @@ def _fill(channels: int, value: int) -> int | tuple[int, ...]:
 
 
 def transform_image(img: Image.Image, cfg: PrepareConfig, channels: int) -> Image.Image:
-    """Convert channels, make square and resize one image, as :class:`PrepareConfig` says."""
+    """Convert channels, make square (or ``W:H``) and resize one image, as :class:`PrepareConfig` says."""
     img = convert_channels(img, channels)
+    if not isinstance(cfg.resolution, int):  # non-square: crop or pad to the aspect ratio, then resize
+        width, height = size_pair(cfg.resolution)
+        return fit_to_size(img, width, height, RESIZE_FILTERS[cfg.resize_filter], pad=cfg.transform == "pad",
+                           fill=_fill(channels, cfg.pad_value))
     res, resample = cfg.resolution, RESIZE_FILTERS[cfg.resize_filter]
     w, h = img.size
     if cfg.transform == "center-crop":
@@ -210,5 +223,6 @@ def prepare_dataset(source: str | os.PathLike, dest: str | os.PathLike, cfg: Pre
     num_classes = 0
     if labels:
         values = [v for _, v in labels]
-        num_classes = (max(values) + 1) if all(isinstance(v, int) for v in values) else 0
+        ints = [k for v in values for k in (v if isinstance(v, list) else [v])]
+        num_classes = (max(ints) + 1) if ints and all(isinstance(k, int) for k in ints) else 0
     return PrepareResult(dest_path, len(kept), cfg.resolution, channels, num_classes, tuple(bad))

@@ -23,6 +23,8 @@ __all__ = [
     "check_img_aspect",
     "aspect_image_size",
     "image_size",
+    "COND_ENCODINGS",
+    "check_cond_encoding",
 ]
 
 C = TypeVar("C")
@@ -169,3 +171,13 @@ def image_size(net: nn.Module) -> tuple[int, int]:
     """
     res = int(net.img_resolution)
     return int(getattr(net, "img_width", res)), int(getattr(net, "img_height", res))
+
+
+#: what a conditional network's label vector c holds (see styleforge.data.labels)
+COND_ENCODINGS = ("class", "multi-label", "continuous")
+
+
+def check_cond_encoding(encoding: Any) -> None:
+    """Raise a :class:`UserInputError` unless ``encoding`` is one of :data:`COND_ENCODINGS`."""
+    if encoding not in COND_ENCODINGS:
+        raise UserInputError(f"cond_encoding must be one of {', '.join(COND_ENCODINGS)}, got {encoding!r}.")

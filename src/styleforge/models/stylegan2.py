@@ -42,7 +42,13 @@ from styleforge.layers.stylegan2_blocks import (
     SynthesisBlock,
     check_noise_mode,
 )
-from styleforge.models.base import Network, aspect_image_size, check_img_aspect, register_network
+from styleforge.models.base import (
+    Network,
+    aspect_image_size,
+    check_cond_encoding,
+    check_img_aspect,
+    register_network,
+)
 from styleforge.models.registry import Preset, register_preset
 from styleforge.utils.errors import UserInputError
 
@@ -159,6 +165,7 @@ class StyleGAN2GeneratorConfig:
     # whose stored blur kernels differ from resample_filter) instead of deriving it from resample_filter.
     img_aspect: tuple[int, int] | None = None  # (W, H) aspect ratio of a non-square output, e.g. (4, 3) for a
     # 4x3 constant and 32x24 images at img_resolution 32; None = square.
+    cond_encoding: str = "class"  # What c holds: 'class' (one-hot), 'multi-label' (multi-hot) or 'continuous'.
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -173,6 +180,7 @@ class StyleGAN2GeneratorConfig:
             raise UserInputError(f"c_dim must be an integer >= 0, got {self.c_dim!r}.")
         _check_resolution("img_resolution", self.img_resolution)
         base_size(self.img_aspect)
+        check_cond_encoding(self.cond_encoding)
         _check_architecture(self.architecture)
         if self.fused_modconv_default not in FUSED_MODCONV_CHOICES:
             raise UserInputError(

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from styleforge.layers.equalized import EqualizedLinear
 from styleforge.layers.mapping import MappingNetwork
-from styleforge.models.base import Network, aspect_image_size, register_network
+from styleforge.models.base import Network, aspect_image_size, check_cond_encoding, register_network
 from styleforge.models.registry import Preset, register_preset
 from styleforge.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2DiscriminatorConfig
 from styleforge.ops.filtered_lrelu import filtered_lrelu
@@ -116,6 +116,8 @@ class StyleGAN3Config:
         img_aspect: ``(W, H)`` aspect ratio of a non-square canvas (e.g. ``(4, 3)``), ``None`` = square. The
             longer side is ``img_resolution`` and carries the layer schedule; the shorter side samples the same
             frequencies at the same rates over a shorter extent (see :func:`layer_sizes`).
+        cond_encoding: what ``c`` holds: ``class`` (one-hot), ``multi-label`` (multi-hot) or ``continuous``
+            attribute values (:mod:`styleforge.data.labels`).
     """
 
     z_dim: int = 512
@@ -143,6 +145,7 @@ class StyleGAN3Config:
     conv_clamp: float | None = 256.0
     magnitude_ema_beta: float = 0.999
     img_aspect: tuple[int, int] | None = None
+    cond_encoding: str = "class"  # What c holds: 'class' (one-hot), 'multi-label' (multi-hot) or 'continuous'.
 
     def __post_init__(self) -> None:
         res = self.img_resolution
@@ -165,6 +168,7 @@ class StyleGAN3Config:
             raise UserInputError(f"conv_kernel must be a positive odd number, got {self.conv_kernel}")
         if self.channel_base <= 0 or self.channel_max <= 0:
             raise UserInputError("channel_base and channel_max must be positive")
+        check_cond_encoding(self.cond_encoding)
         if self.img_aspect is not None:
             sched = layer_schedule(
                 res, self.img_channels, self.channel_base, self.channel_max, self.num_layers, self.num_critical,

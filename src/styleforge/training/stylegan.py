@@ -40,6 +40,7 @@ def model_overrides(cfg: TrainConfig, net: str, ds: ImageDataset, cuda: bool) ->
     conf = preset.G_config if net == "G" else preset.D_config
     fields = {f.name for f in dataclasses.fields(conf)}
     out: dict[str, Any] = {"img_resolution": ds.resolution, "img_channels": ds.num_channels, "c_dim": ds.label_dim}
+    out.update(data_shape_overrides(cfg.model, net, fields, ds))
     use_fp16 = cfg.mixed_precision == "on" or (cfg.mixed_precision == "auto" and cuda)
     if "num_fp16_res" in fields and not use_fp16:
         out["num_fp16_res"] = 0
@@ -54,6 +55,28 @@ def model_overrides(cfg: TrainConfig, net: str, ds: ImageDataset, cuda: bool) ->
                  "mapping_layers": "--map", "conv_clamp": "--fp32"}
         named = [f"{k} ({flags[k]})" if k in flags else k for k in unknown]
         raise UserInputError(f"{cfg.model!r} {net} has no option(s) {named}; valid: {', '.join(sorted(fields))}.")
+    return out
+
+
+def data_shape_overrides(model: str, net: str, fields: set[str], ds: ImageDataset) -> dict[str, Any]:
+    """``img_aspect`` of a non-square dataset and the generator's ``cond_encoding``, for networks that have them.
+
+    A square, one-class (or unconditional) dataset adds nothing, so the configs stay those of before."""
+    out: dict[str, Any] = {}
+    aspect = getattr(ds, "img_aspect", None)
+    if aspect is not None:
+        if "img_aspect" not in fields:
+            raise UserInputError(
+                f"The {net} of {model!r} makes square images only, but the data is {ds.width}x{ds.height}. Use "
+                "--cfg stylegan2 or stylegan3-t/-r for non-square data, or prepare a square dataset."
+            )
+        out["img_aspect"] = aspect
+    encoding = getattr(ds, "label_encoding", None)
+    if net == "G" and encoding not in (None, "class"):
+        if "cond_encoding" not in fields:
+            raise UserInputError(f"The generator of {model!r} takes one class per image; {encoding} labels need "
+                                 "--cfg stylegan2 or stylegan3-t/-r.")
+        out["cond_encoding"] = encoding
     return out
 
 
