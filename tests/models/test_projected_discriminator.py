@@ -108,13 +108,18 @@ def test_spectral_norm_matches_torch():
 
 def test_conditioning_uses_the_class():
     D = pd.ProjectedDiscriminator(dataclasses.replace(pd.tiny_projected_d_config(c_dim=4), diffaugment=""), 16)
+    with torch.no_grad():  # converge the spectral norms' power iteration (random u, v overestimate 1 / sigma)
+        for m in D.modules():
+            if isinstance(m, pd.SpectralNormConv2d):
+                for _ in range(30):
+                    m.normalized_weight()
     D.eval()
     img = torch.randn(1, 3, 16, 16).expand(4, -1, -1, -1)
     with torch.no_grad():
         out = D(img, torch.eye(4))
         again = D(img[:1], torch.eye(4)[2:3])
     assert not torch.allclose(out[0], out[1])
-    assert torch.allclose(out[2], again[0], atol=1e-5)
+    assert torch.allclose(out[2], again[0], rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="conditional"):
         D(img, None)
 

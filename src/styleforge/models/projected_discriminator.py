@@ -13,7 +13,8 @@ Per feature network ("backbone") the input path is the official one:
 2. ``(x + 1) / 2``, then the backbone's normalisation (DeiT: ImageNet mean/std; EfficientNet-lite0: mean 0.5,
    std 0.5, i.e. back to [-1, 1]);
 3. bilinear resize to 224 x 224: always for DeiT, for EfficientNet-lite0 only when the images are smaller than
-   224 (larger images are read at their own size);
+   224 (larger images are read at their own size; ``interp224`` overrides this rule, as the official D's
+   attribute of that name does);
 4. the frozen backbone's four feature maps (lite0: 24/40/112/320 channels at 1/4..1/32 of the input; DeiT:
    the DPT readout of blocks 2, 5, 8, 11 at 56/28/14/7 px, see :class:`~styleforge.feature_nets.deit.DeiTReadout`);
 5. cross-channel mixing (CCM): a random 1x1 conv per scale to 64, 128, 256, 512 channels;
@@ -24,7 +25,7 @@ Per feature network ("backbone") the input path is the official one:
 Steps 4-6 are random, fixed and frozen: never trained (``requires_grad`` False whatever
 :meth:`ProjectedDiscriminator.requires_grad_` is asked) and always in eval mode (whatever
 :meth:`ProjectedDiscriminator.train` is asked). Then one trainable head per scale and backbone: DownBlocks
-(spectral-norm conv 4x4 stride 2 without bias, BatchNorm, LeakyReLU 0.2) with the channel table
+(spectral-norm conv 4x4 stride 2 with bias, BatchNorm, LeakyReLU 0.2) with the channel table
 :data:`HEAD_CHANNELS`, from the head's nominal size (128, 64, 32, 16: the official code sizes the heads as for
 256 px inputs) down to 8, and a last spectral-norm 4x4 conv (valid) to 1 channel, or, when conditional, to
 ``cmap_dim`` channels projected onto the class: ``cmap = FC_lrelu(320 -> cmap_dim)(embed[argmax c])``,
@@ -127,8 +128,11 @@ class ProjectedDConfig:
         head_nominal_resolution: the input size the heads are designed for; head ``i`` starts at nominal size
             ``head_nominal_resolution / 2 ** (i + 1)`` and has one DownBlock per halving down to 8 (official:
             256 whatever the data, a quirk kept).
+        interp224: resize EfficientNet-lite0's input to ``feature_resolution`` always (True) or never (False);
+            None (default) follows the official rule: only images smaller than ``feature_resolution``.
         tiny: a fast test configuration, not a discriminator to train for real: EfficientNet-lite0 only, with
-            random (seeded) weights instead of ImageNet's, and images resized to 64 px instead of 224 (use
+            random (seeded, He-initialised) weights instead of ImageNet's, and images resized to 64 px instead
+            of 224 (use
             :func:`tiny_projected_d_config`). Everything else (DiffAugment, CCM/CSM, heads, conditioning) is
             the real code.
     """
@@ -140,6 +144,7 @@ class ProjectedDConfig:
     embed_classes: int = 0
     feature_resolution: int = 224
     head_nominal_resolution: int = 256
+    interp224: bool | None = None
     tiny: bool = False
 
     def __post_init__(self) -> None:
@@ -226,11 +231,11 @@ class SpectralNormConv2d(nn.Module):
 
 
 class DownBlock(nn.Module):
-    """Spectral-norm conv 4x4 stride 2 (padding 1, no bias) -> BatchNorm -> LeakyReLU 0.2; halves H and W."""
+    """Spectral-norm conv 4x4 stride 2 (padding 1, with bias) -> BatchNorm -> LeakyReLU 0.2; halves H and W."""
 
     def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__()
-        self.conv = SpectralNormConv2d(in_ch, out_ch, 4, stride=2, padding=1)
+        self.conv = SpectralNormConv2d(in_ch, out_ch, 4, stride=2, padding=1, bias=True)
         self.bn = nn.BatchNorm2d(out_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -323,8 +328,8 @@ class ProjectedDiscriminator(Network):
             :func:`make_projected_discriminator` to build a D to train.
         seed: seed of the random initialisation (CCM, CSM, DeiT readout, heads); the global RNG is untouched.
 
-    ``forward(img [N, 3, H, W] in [-1, 1], c [N, c_dim] or [N, 0], generator=None) -> [N, L]``: every head's
-    logits, flattened and concatenated in backbone order then scale order.
+    ``forward(img [N, 3, H, W] in [-1, 1], c [N, c_dim] or [N, 0], generator=None, augment=True) -> [N, L]``:
+    every head's logits, flattened and concatenated in backbone order then scale order.
     """
 
     config_class = ProjectedDConfig
@@ -347,6 +352,10 @@ class ProjectedDiscriminator(Network):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.features = nn.ModuleDict({b: FeatureProjector(b) for b in config.backbones})
+            if config.tiny:  # random backbone: He initialisation keeps its features from vanishing
+                for m in self.features["efficientnet_lite0"].backbone.modules():
+                    if isinstance(m, nn.Conv2d):
+                        nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             self.heads = nn.ModuleDict(
                 {
                     b: nn.ModuleList(
@@ -403,20 +412,28 @@ class ProjectedDiscriminator(Network):
         x = (x + 1) / 2
         x = (x - x.new_tensor(mean)[:, None, None]) / x.new_tensor(std)[:, None, None]
         size = self.config.feature_resolution
-        if always_resize or max(x.shape[-2:]) < size:
+        resize = self.config.interp224 if self.config.interp224 is not None else max(x.shape[-2:]) < size
+        if always_resize or resize:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         return x
 
     def forward(
-        self, img: torch.Tensor, c: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        img: torch.Tensor,
+        c: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        augment: bool = True,
     ) -> torch.Tensor:
+        """Logits ``[N, L]`` of ``img`` ``[N, 3, H, W]`` in [-1, 1] with classes ``c`` ``[N, c_dim]`` (one-hot; the
+        argmax is used). ``generator`` draws DiffAugment's parameters; ``augment=False`` skips DiffAugment
+        (evaluation and tests only: the official D always augments)."""
         if img.ndim != 4 or img.shape[1] != 3:
             raise ValueError(f"expected images [N, 3, H, W], got {tuple(img.shape)}")
         if self.config.c_dim > 0 and (c is None or c.ndim != 2 or c.shape[0] != img.shape[0]):
             raise ValueError(f"a conditional discriminator needs c [N, {self.config.c_dim}]")
         logits = []
         for name, proj in self.features.items():
-            x = diff_augment(img, self._policy, generator) if self._policy else img
+            x = diff_augment(img, self._policy, generator) if self._policy and augment else img
             feats = proj(self.backbone_input(name, x))
             logits += [head(f, c) for head, f in zip(self.heads[name], feats, strict=True)]
         return torch.cat(logits, dim=1)
