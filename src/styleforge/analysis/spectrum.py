@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from styleforge.analysis._plot import Curve, heatmap_panel_figure, line_plot
+from styleforge.models.base import image_size
 from styleforge.utils.errors import UserInputError
 from styleforge.utils.images import make_grid, save_png
 from styleforge.utils.io import atomic_write_bytes, atomic_write_json
@@ -109,34 +110,41 @@ class SpectrumOptions:
             raise UserInputError(f"db_range must be (low, high) with low < high, got {self.db_range}.")
 
 
-def spectral_window(size: int, kind: str = "kaiser", beta: float = DEFAULT_KAISER_BETA) -> np.ndarray:
-    """Separable 2-D window ``[size, size]`` (float64) scaled so that ``mean(w^2) == 1``."""
-    if kind == "kaiser":
-        w1 = np.kaiser(size, beta)
-    elif kind == "hann":
-        w1 = np.hanning(size + 2)[1:-1]  # drop the two zero end points so that no pixel is discarded
-    elif kind == "none":
-        w1 = np.ones(size)
-    else:
-        raise UserInputError(f"Unknown window {kind!r}; use one of {WINDOWS}.")
-    w = np.outer(w1, w1)
+def spectral_window(size: int, kind: str = "kaiser", beta: float = DEFAULT_KAISER_BETA,
+                    height: int | None = None) -> np.ndarray:
+    """Separable 2-D window ``[size, size]`` (or ``[height, size]``) (float64) scaled so that ``mean(w^2) == 1``."""
+    w = np.outer(_window_1d(size if height is None else height, kind, beta), _window_1d(size, kind, beta))
     return w / np.sqrt(np.mean(w**2))
+
+
+def _window_1d(size: int, kind: str, beta: float) -> np.ndarray:
+    if kind == "kaiser":
+        return np.kaiser(size, beta)
+    if kind == "hann":
+        return np.hanning(size + 2)[1:-1]  # drop the two zero end points so that no pixel is discarded
+    if kind == "none":
+        return np.ones(size)
+    raise UserInputError(f"Unknown window {kind!r}; use one of {WINDOWS}.")
 
 
 class SpectrumAccumulator:
     """Streaming mean of ``|FFT2(x w)|^2 / (H W)`` over images.
 
     Args:
-        resolution: image size R (images are ``R x R``).
+        resolution: image size R (images are ``R x R``; the longer side of non-square ones).
         options: the channel mode, window and FFT padding are read from here.
+        size: ``(W, H)`` of non-square images; the FFT stays ``F x F`` (``F = R * fft_padding``), so both axes
+            have bins of ``1 / F`` cycles per pixel and the frequencies read in cycles per ``R`` pixels.
     """
 
-    def __init__(self, resolution: int, options: SpectrumOptions | None = None) -> None:
+    def __init__(self, resolution: int, options: SpectrumOptions | None = None,
+                 size: tuple[int, int] | None = None) -> None:
         self.options = options or SpectrumOptions()
         self.resolution = int(resolution)
+        self.width, self.height = size if size is not None else (self.resolution, self.resolution)
         self.fft_size = self.resolution * self.options.fft_padding
         self._window = torch.from_numpy(
-            spectral_window(self.resolution, self.options.window, self.options.kaiser_beta)
+            spectral_window(self.width, self.options.window, self.options.kaiser_beta, height=self.height)
         )
         self._sum = torch.zeros(self.fft_size, self.fft_size, dtype=torch.float64)
         self.count = 0
@@ -144,9 +152,9 @@ class SpectrumAccumulator:
     def add(self, images: torch.Tensor | np.ndarray) -> None:
         """Add a batch ``[N, C, R, R]``: float in [-1, 1], or uint8 in [0, 255] (mapped to [-1, 1])."""
         x = torch.as_tensor(images)
-        if x.ndim != 4 or x.shape[2] != self.resolution or x.shape[3] != self.resolution:
+        if x.ndim != 4 or x.shape[2] != self.height or x.shape[3] != self.width:
             raise UserInputError(
-                f"Expected images [N, C, {self.resolution}, {self.resolution}], got {tuple(x.shape)}; "
+                f"Expected images [N, C, {self.height}, {self.width}], got {tuple(x.shape)}; "
                 "resize the dataset to the generator's resolution."
             )
         x = x.detach().cpu()
@@ -160,7 +168,7 @@ class SpectrumAccumulator:
         x = x * w
         spec = torch.fft.fft2(x, s=(self.fft_size, self.fft_size))
         power = spec.real.square() + spec.imag.square()
-        power = power / (self.resolution * self.resolution)
+        power = power / (self.height * self.width)
         self._sum += power.mean(dim=1).sum(dim=0)
         self.count += x.shape[0]
 
@@ -215,10 +223,12 @@ def dataset_image_batches(
 
 
 def compute_mean_spectrum(
-    batches: Iterable[torch.Tensor | np.ndarray], resolution: int, options: SpectrumOptions
+    batches: Iterable[torch.Tensor | np.ndarray], resolution: int, options: SpectrumOptions,
+    size: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Mean shifted power spectrum ``[F, F]`` (linear) of the images in ``batches``, and their number."""
-    acc = SpectrumAccumulator(resolution, options)
+    """Mean shifted power spectrum ``[F, F]`` (linear) of the images in ``batches`` (``size = (W, H)`` when they are
+    not square), and their number."""
+    acc = SpectrumAccumulator(resolution, options, size)
     for batch in batches:
         acc.add(batch)
     return acc.mean_power(), acc.count
@@ -371,20 +381,22 @@ def run_spectrum(
                 samples.append(b)
             yield b
 
+    size = image_size(G)
     power["generated"], counts["generated"] = compute_mean_spectrum(
-        keep_first(generated_image_batches(G, options, device)), res, options
+        keep_first(generated_image_batches(G, options, device)), res, options, size
     )
     if dataset is not None:
         ds_res = int(getattr(dataset, "resolution", res))
-        if ds_res != res:
+        ds_size = (int(getattr(dataset, "width", ds_res)), int(getattr(dataset, "height", ds_res)))
+        if ds_size != size:
             raise UserInputError(
-                f"The dataset has resolution {ds_res} but the generator makes {res}px images; open the "
-                f"dataset with resolution={res}."
+                f"The dataset's images are {ds_size[0]}x{ds_size[1]} but the generator makes {size[0]}x{size[1]} "
+                f"images; open the dataset with resolution={res if size[0] == size[1] else size}."
             )
         if len(dataset) == 0:
             raise UserInputError("The dataset is empty.")
         power["dataset"], counts["dataset"] = compute_mean_spectrum(
-            dataset_image_batches(dataset, options), res, options
+            dataset_image_batches(dataset, options), res, options, size
         )
     db_range, files = write_spectrum_report(out_dir, power, res, options, counts)
     first = samples[0][:8]

@@ -47,7 +47,7 @@ def command(
     from styleforge.inversion.attribution import distance_histogram
     from styleforge.inversion.projector import ProjectorConfig, check_projectable
     from styleforge.inversion.run import project_targets
-    from styleforge.inversion.targets import load_targets
+    from styleforge.inversion.targets import load_targets, target_size
     from styleforge.utils.errors import UserInputError
     from styleforge.utils.images import save_png
     from styleforge.utils.io import atomic_write_json
@@ -60,10 +60,10 @@ def command(
     dist = build_distance(distance, vgg16_lpips, vgg16, lpips, lite0, dev)
     cfg = ProjectorConfig(num_steps=num_steps, space=space)
     groups: list[tuple[str, list[str], torch.Tensor]] = []
-    files, targets = load_targets(images, G.img_resolution, G.img_channels)
+    files, targets = load_targets(images, target_size(G), G.img_channels)
     groups.append(("images", [f.stem for f in files], targets))
     if generated:
-        files, targets = load_targets(generated, G.img_resolution, G.img_channels)
+        files, targets = load_targets(generated, target_size(G), G.img_channels)
         groups.append(("generated", [f.stem for f in files], targets))
     elif generated_seeds:
         from styleforge.generation import generate_images

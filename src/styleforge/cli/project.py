@@ -123,7 +123,7 @@ def command(
     from styleforge.inversion.projector import ProjectorConfig, check_projectable
     from styleforge.inversion.pti import PTIConfig
     from styleforge.inversion.run import project_targets
-    from styleforge.inversion.targets import load_targets
+    from styleforge.inversion.targets import load_targets, target_size
     from styleforge.utils.errors import UserInputError
 
     if batch_size < 1:
@@ -131,7 +131,7 @@ def command(
     dev = pick_device(device)
     G = load_generator(network, dev)
     check_projectable(G)
-    files, targets = load_targets(target, G.img_resolution, G.img_channels)
+    files, targets = load_targets(target, target_size(G), G.img_channels)
     dist = build_distance(distance, vgg16_lpips, vgg16, lpips, lite0, dev)
     cfg = ProjectorConfig(
         num_steps=num_steps, space=space, mse_weight=mse_weight, noise_init=noise_init, seed=seed,

@@ -87,8 +87,10 @@ def command(
     dataset = None
     if data is not None:
         from styleforge.data import open_dataset
+        from styleforge.models.base import image_size
 
-        dataset = open_dataset(data, resolution=int(G.img_resolution))
+        width, height = image_size(G)
+        dataset = open_dataset(data, resolution=width if width == height else (width, height))
     result = run_spectrum(G, out_dir, dataset=dataset, options=options, device=dev)
     counts = ", ".join(f"{k}: {v} images" for k, v in result.counts.items())
     click.echo(f"Spectra ({counts}); colour scale {result.db_range[0]:g} to {result.db_range[1]:g} dB.")

@@ -445,7 +445,8 @@ class Explorer:
             "has_transform": has_transform,
             "has_noise": not has_transform,
             "layers": [{"name": OUTPUT_LAYER, "channels": int(G.img_channels),
-                        "size": [int(G.img_resolution)] * 2}]
+                        "size": [int(getattr(G, "img_height", G.img_resolution)),
+                                 int(getattr(G, "img_width", G.img_resolution))]}]
             + [{"name": n, "channels": shapes[n][0], "size": list(shapes[n][1:])} for n in leaves],
             "directions": [
                 {

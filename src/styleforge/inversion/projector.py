@@ -228,10 +228,11 @@ def project(
     """
     cfg = config or ProjectorConfig()
     check_projectable(G)
-    if targets.ndim != 4 or targets.shape[1:] != (G.img_channels, G.img_resolution, G.img_resolution):
-        raise UserInputError(
-            f"targets must be [N, {G.img_channels}, {G.img_resolution}, {G.img_resolution}], got {list(targets.shape)}"
-        )
+    from styleforge.models.base import image_size
+
+    width, height = image_size(G)
+    if targets.ndim != 4 or targets.shape[1:] != (G.img_channels, height, width):
+        raise UserInputError(f"targets must be [N, {G.img_channels}, {height}, {width}], got {list(targets.shape)}")
     n = targets.shape[0]
     device = next(iter(G.parameters())).device
     G = copy.deepcopy(G).eval().requires_grad_(False)

@@ -47,6 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from styleforge.metrics.registry import MetricContext, register_metric
+from styleforge.models.base import image_size
 from styleforge.ops.transforms import rotation_matrix
 from styleforge.ops.upfirdn2d import filter2d, upsample2d
 from styleforge.utils.errors import UserInputError
@@ -460,6 +461,15 @@ def compute_equivariance(
     ]
     sums = {n: torch.zeros(2, dtype=torch.float64) for n in names}
     res = G.img_resolution
+    # A translation by t units moves the content by t * img_resolution pixels along both axes (a non-square
+    # canvas samples both at the same rate); the image shifts below take fractions of the width and height.
+    width, height = image_size(G)
+    to_w, to_h = res / width, res / height
+    if config.eqr and width != height:
+        raise UserInputError(
+            f"EQ-R is defined on square images; this generator makes {width}x{height} ones. Measure EQ-T "
+            "(eqt50k_int, eqt50k_frac) on it, or EQ-R on a square network."
+        )
 
     def _compare(name: str, ref: torch.Tensor, img: torch.Tensor, mask: torch.Tensor) -> None:
         sums[name] += _masked_sums(ref, img, mask)
@@ -486,13 +496,13 @@ def compute_equivariance(
             t = (t * res).round() / res
             m = eye.clone()
             m[:2, 2] = -t
-            ref, mask = apply_integer_translation(orig, t[0], t[1])
+            ref, mask = apply_integer_translation(orig, t[0] * to_w, t[1] * to_h)
             _compare("eqt_int", ref, synth(m), mask)
         if config.eqt_frac:
             t = (torch.rand(2, generator=gen_t) * 2 - 1) * config.translate_max
             m = eye.clone()
             m[:2, 2] = -t
-            ref, mask = apply_fractional_translation(orig, t[0], t[1])
+            ref, mask = apply_fractional_translation(orig, t[0] * to_w, t[1] * to_h)
             _compare("eqt_frac", ref, synth(m), mask)
         if config.eqr:
             angle = (torch.rand([], generator=gen_t) * 2 - 1) * (config.rotate_max * math.pi)
