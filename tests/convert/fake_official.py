@@ -46,9 +46,6 @@ def official_globals() -> Iterator[None]:
     if getattr(sys.modules.get("torch_utils.persistence"), "is_fake", False):
         yield
         return
-    saved = {
-        k: sys.modules.get(k) for k in ("torch_utils", "torch_utils.persistence", "dnnlib", "dnnlib.util")
-    }
     persistence = types.ModuleType("torch_utils.persistence")
     persistence._reconstruct_persistent_obj = _never_called
     persistence.is_fake = True
@@ -62,14 +59,22 @@ def official_globals() -> Iterator[None]:
     EasyDict.__module__ = "dnnlib.util"
     EasyDict.__qualname__ = "EasyDict"
     util.EasyDict = EasyDict
-    sys.modules.update(
+    with registered_modules(
         {
             "torch_utils": types.ModuleType("torch_utils"),
             "torch_utils.persistence": persistence,
             "dnnlib": types.ModuleType("dnnlib"),
             "dnnlib.util": util,
         }
-    )
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def registered_modules(modules: dict[str, Any]) -> Iterator[None]:
+    """Put ``modules`` (name -> module object) into ``sys.modules`` for the duration; restore what was there."""
+    saved = {k: sys.modules.get(k) for k in modules}
+    sys.modules.update(modules)
     try:
         yield
     finally:

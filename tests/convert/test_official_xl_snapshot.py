@@ -1,10 +1,15 @@
-"""A StyleGAN-XL training snapshot: G and G_ema load, the projected discriminator is skipped, nothing runs.
+"""A StyleGAN-XL training snapshot: G and G_ema load, the projected discriminator loads onto ours when its
+backbones are supported (else it is skipped with the reason), nothing runs.
 
 A real StyleGAN-XL snapshot holds a ``ProjectedDiscriminator`` built from plain ``torch.nn`` layers, timm
-feature networks and the ``pg_modules`` / ``feature_networks`` packages. We write such a snapshot inside the
-test: the generators are the official ``sgxl_stem_16`` reference networks written back in the official format,
-and the discriminator is made of local classes registered under the real global names for the time of
-pickling only (timm is not installed here, and the reader must never import it anyway).
+feature networks and the ``pg_modules`` / ``feature_networks`` packages, written by dill (bound methods and
+closures by value, ``builtins.getattr``). We write such snapshots inside the test: the generators are the
+official ``sgxl_stem_16`` reference networks written back in the official format, and the discriminators are
+made of local classes registered under the real global names (timm is not installed here, and the reader must
+never import it anyway): a small one of unsupported structure, and one with the official structure and names
+(:mod:`tests.convert.fake_official_xl_d`), whose logits after loading are checked against an independent forward
+computed here from the same weights. No official D output is stored in the reference folder, so equality with
+the official code's own logits is not measured here.
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ from styleforge.convert.safe_pickle import (
     find_inert,
     safe_loads,
 )
+from styleforge.models.projected_discriminator import ProjectedDiscriminator
 from tests.conftest import reference_file
-from tests.convert import fake_official
+from tests.convert import fake_official, fake_official_xl_d
+from tests.feature_nets.test_deit import _independent_forward, _timm_state
 
 ATOL = 1e-4
 ENTRY = "sgxl_stem_16"
@@ -74,19 +81,13 @@ def _fake_globals() -> Iterator[dict[str, type]]:
         for i in range(1, len(parts) + 1):
             modules.setdefault(".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
         setattr(modules[module], name, cls)
-    saved = {k: sys.modules.get(k) for k in modules}
-    sys.modules.update(modules)
-    try:
+    with fake_official.registered_modules(modules):
         yield classes
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
 
 
-def _fake_discriminator(classes: dict[str, type], persistent: bool, evil: Any = None) -> Any:
+def _fake_discriminator(
+    classes: dict[str, type], persistent: bool, evil: Any = None, bb_name: str = BACKBONE
+) -> Any:
     """A small projected discriminator: timm EfficientNet stem + spectral-normed multi-scale heads."""
     torch.manual_seed(1)
     backbone = classes["EfficientNet"]()
@@ -106,8 +107,8 @@ def _fake_discriminator(classes: dict[str, type], persistent: bool, evil: Any = 
     mini_discs = torch.nn.ModuleDict({"0": head})
     if not persistent:
         d = classes["ProjectedDiscriminator"]()
-        d.feature_networks = torch.nn.ModuleDict({BACKBONE: feat})
-        d.discriminators = torch.nn.ModuleDict({BACKBONE: mini_discs})
+        d.feature_networks = torch.nn.ModuleDict({bb_name: feat})
+        d.discriminators = torch.nn.ModuleDict({bb_name: mini_discs})
         return d
     state = {
         "training": False,
@@ -115,14 +116,14 @@ def _fake_discriminator(classes: dict[str, type], persistent: bool, evil: Any = 
         "_buffers": collections.OrderedDict(),
         "_non_persistent_buffers_set": set(),
         "_modules": collections.OrderedDict(
-            feature_networks=torch.nn.ModuleDict({BACKBONE: feat}),
-            discriminators=torch.nn.ModuleDict({BACKBONE: mini_discs}),
+            feature_networks=torch.nn.ModuleDict({bb_name: feat}),
+            discriminators=torch.nn.ModuleDict({bb_name: mini_discs}),
         ),
-        "backbones": [BACKBONE],
+        "backbones": [bb_name],
         "diffaug": True,
         "interp224": False,
         "_init_args": (),
-        "_init_kwargs": fake_official.easy_dict({"backbones": [BACKBONE], "diffaug": True}),
+        "_init_kwargs": fake_official.easy_dict({"backbones": [bb_name], "diffaug": True}),
     }
     return fake_official.Persistent("ProjectedDiscriminator", state)
 
@@ -280,6 +281,13 @@ def test_inert_stubs_record_and_never_call(tmp_path):
     assert not marker.exists()
     stub = safe_loads(ok)
     assert stub.global_name == "functools.partial(...)" and stub.call_args == (4,)
+    # builtins.getattr on a stub class gives another recording stub: calling it runs nothing
+    with _fake_globals() as classes:
+        call = fake_official_xl_d.Call(getattr, classes["EfficientNet"], "system")
+        data = pickle.dumps(_Reduce(call, f"touch {marker}"))
+    stub = safe_loads(data)
+    assert stub.global_name == "getattr(timm.models.efficientnet.EfficientNet, 'system')(...)"
+    assert stub.call_args == (f"touch {marker}",) and not marker.exists()
     # torch.nn.modules names that are not nn.Module classes stay refused
     for global_name in (
         b"torch.nn.modules.module\nregister_module_forward_hook",
@@ -301,3 +309,113 @@ def test_all_networks_unsupported_is_a_clear_error(tmp_path):
         official.load_official_pickle(path)
     raw = official.load_official_pickle(path, convert=False)  # raw stubs stay available
     assert raw["D"].class_name == "ProjectedDiscriminator" and raw["skipped"] == {}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The projected discriminator with the official structure and names, written with dill's machinery
+
+
+@pytest.fixture(scope="module")
+def official_d_file(tmp_path_factory):
+    """``(snapshot path with D only, official state dict, sentinel path, the fake globals' context)``."""
+    tmp = tmp_path_factory.mktemp("xl_d")
+    sentinel = tmp / "executed"
+    with fake_official_xl_d.official_d_globals(sentinel) as classes:
+        D = fake_official_xl_d.official_d(classes, _timm_state())
+        state = {k: v.detach().clone() for k, v in D.state_dict().items()}
+        data = fake_official_xl_d.dumps({"G": None, "D": D, "G_ema": None, "augment_pipe": None,
+                                         "training_set_kwargs": None})
+    path = tmp / "network-snapshot-d.pkl"
+    path.write_bytes(data)
+    return path, state, sentinel, _stream_globals(data), (D, classes)
+
+
+def _check_d_logits(D: Any, state: dict[str, torch.Tensor]) -> float:
+    assert isinstance(D, ProjectedDiscriminator)
+    assert D.config.backbones == ("deit_small_distilled", "efficientnet_lite0") and D.config.embed_classes == 1000
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    c = torch.nn.functional.one_hot(torch.tensor([3, 917]), 1000).float()
+    with torch.no_grad():
+        got = D.eval()(img, c, augment=False)
+        want = fake_official_xl_d.independent_logits(
+            state, img, c, lambda x: _independent_forward(_timm_state(), x, heads=6)[1]
+        )
+    err = float((got - want).abs().max())
+    print(f"  projected D logits [2, {got.shape[1]}] vs the independent forward: max abs err {err:.2e} "
+          f"(logits up to {float(want.abs().max()):.2f})")
+    assert got.shape == (2, 128) and err <= ATOL
+    return err
+
+
+def test_official_projected_d_loads_onto_ours_and_nothing_runs(official_d_file):
+    path, state, sentinel, names, _ = official_d_file
+    expected = {
+        "builtins.getattr", "builtins.setattr", "torch.Size", "dill._dill._load_type", "dill._dill._create_function",
+        "dill._dill._create_cell", "dill._dill._import_module", "feature_networks.vit.__dict__",
+        "feature_networks.vit.forward_flex", "feature_networks.vit.Slice", "timm.models.layers.conv2d_same.Conv2dSame",
+        "timm.models.efficientnet_blocks.InvertedResidual", "timm.models.vision_transformer.VisionTransformer",
+        "torch.nn.utils.spectral_norm.SpectralNorm", "torch_utils.persistence._reconstruct_persistent_obj",
+        "torch.ao.nn.quantized.modules.functional_modules.FloatFunctional", "pg_modules.blocks.DownBlock",
+    }
+    assert expected <= names, expected - names
+    # read while the fake timm / pg_modules / dill modules are registered: any of them that ran would write sentinel
+    with fake_official_xl_d.official_d_globals(sentinel):
+        snap = official.load_official_pickle(path)
+    assert not sentinel.exists(), "a global of the pickle was resolved to the real thing and ran"
+    assert snap["skipped"] == {} and snap["G"] is None
+    D = snap["D"]
+    _check_d_logits(D, state)
+    # the converted D is ours: frozen backbones, trainable heads, the official DiffAugment on by default
+    assert D.config.diffaugment == "color,translation,cutout" and D.config.interp224 is True
+    assert not any(p.requires_grad for p in D.features.parameters())
+    raw = official.load_official_pickle(path, convert=False)["D"]
+    vit = raw.get_submodule("feature_networks.deit_small_distilled_patch16_224.pretrained.model")
+    assert isinstance(vit.state["forward_flex"], InertObject)  # the bound method: a recording stub, never built
+
+
+def test_unsupported_backbone_is_skipped_with_its_reason(tmp_path):
+    with fake_official.official_globals(), _fake_globals() as classes:
+        data = fake_official.dumps(
+            {"G": None, "D": _fake_discriminator(classes, False, bb_name="tf_efficientnet_lite3"), "G_ema": None}
+        )
+    path = tmp_path / "lite3.pkl"
+    path.write_bytes(data)
+    with pytest.warns(UserWarning, match="tf_efficientnet_lite3"), pytest.raises(
+        official.UnknownNetworkError, match="not among the supported"
+    ):
+        official.load_official_pickle(path)
+
+
+@pytest.mark.reference
+def test_full_xl_snapshot_loads_g_g_ema_and_d(tmp_path, official_d_file):
+    """G, D and G_ema of one official-format snapshot, the D with the official structure."""
+    _, state, sentinel, _, (D_official, classes) = official_d_file
+    raw, ref = _reference()
+    with fake_official_xl_d.official_d_globals(sentinel, again=classes):
+        data = fake_official_xl_d.dumps({
+            "G": _official_form(raw["G"]), "D": D_official, "G_ema": _official_form(raw["G_ema"]),
+            "augment_pipe": None,
+            "training_set_kwargs": fake_official.easy_dict({"path": "imagenet16.zip", "use_labels": True}),
+        })
+    path = tmp_path / "network-snapshot-000000.pkl"
+    path.write_bytes(data)
+    del data
+    loaded = styleforge.load(path)
+    assert loaded.skipped == {} and not sentinel.exists()
+    _check_image(loaded.G_ema, ref, "img_psi1_const")
+    _check_image(loaded.G, ref, "img_psi1_const_from_G_not_ema")
+    # the D is the one whose logits the test above checks: compare a few of its tensors with the official ones
+    ours = loaded.D.state_dict()
+    pairs = {
+        "features.deit_small_distilled.backbone.blocks.11.mlp.fc2.weight":
+            "feature_networks.deit_small_distilled_patch16_224.pretrained.model.blocks.11.mlp.fc2.weight",
+        "features.efficientnet_lite0.backbone.blocks.15.project.bn.running_var":
+            "feature_networks.tf_efficientnet_lite0.pretrained.layer3.1.0.bn3.running_var",
+        "heads.efficientnet_lite0.0.blocks.3.conv.weight_u":
+            "discriminators.tf_efficientnet_lite0.mini_discs.0.main.3.main.0.weight_u",
+        "heads.deit_small_distilled.3.embed_proj.weight":
+            "discriminators.deit_small_distilled_patch16_224.mini_discs.3.embed_proj.weight",
+    }
+    for mine, theirs in pairs.items():
+        assert torch.equal(ours[mine], state[theirs]), mine

@@ -47,7 +47,20 @@ def _malicious_cases(marker: str) -> dict[str, tuple[bytes, str]]:
         "builtins.exec": (pickle.dumps(_Reduce(exec, f"open({marker!r}, 'w')")), "builtins.exec"),
         "subprocess.Popen": (pickle.dumps(_Reduce(subprocess.Popen, ["touch", marker])), "subprocess.Popen"),
         "protocol0 os.system": (f"cos\nsystem\n(S'touch {marker}'\ntR.".encode(), "os.system"),
-        "builtins.getattr": (b"cbuiltins\ngetattr\n(cos\nsystem\nS'x'\ntR.", "builtins.getattr"),
+        # builtins.getattr acts only on the loader's inert stand-ins: every way to reach a real callable fails
+        "getattr(os.system, ...)": (b"cbuiltins\ngetattr\n(cos\nsystem\nS'x'\ntR.", "os.system"),
+        "getattr(__import__('os'), 'system')": (
+            f"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(S'os'\ntRS'system'\ntR(S'touch {marker}'\ntR.".encode(),
+            "builtins.__import__",
+        ),
+        "getattr(OrderedDict, 'fromkeys')": (
+            b"cbuiltins\ngetattr\n(ccollections\nOrderedDict\nS'fromkeys'\ntR(S'x'\ntR.", "builtins.getattr(type"
+        ),
+        "getattr(getattr, '__self__')": (
+            b"cbuiltins\ngetattr\n(cbuiltins\ngetattr\nS'__self__'\ntR.", "builtins.getattr(function"
+        ),
+        "setattr on a real object": (b"cbuiltins\nsetattr\n(ccollections\nOrderedDict\nS'x'\nI1\ntR.",
+                                     "builtins.setattr(type"),
         "unknown class": (pickle.dumps(collections_counter()), "collections.Counter"),
         # torch.nn.modules classes are read as inert stubs (StyleGAN-XL's discriminator); functions are not
         "torch.nn.modules function": (

@@ -66,7 +66,8 @@ CONVERTER_MODULES = (
 )
 #: what the converters read, for error messages
 SUPPORTED_TEXT = (
-    "StyleGAN2(-ADA) G/D, StyleGAN3 G and StyleGAN-XL G training snapshots as written by the official PyTorch "
+    "StyleGAN2(-ADA) G/D, StyleGAN3 G and StyleGAN-XL G and projected D (EfficientNet-lite0 / DeiT backbones) "
+    "training snapshots as written by the official PyTorch "
     "code, and the (G, D, Gs) pickles of the TensorFlow StyleGAN2 / StyleGAN2-ADA releases"
 )
 
@@ -303,6 +304,19 @@ def unsupported_reason(key: str, obj: ModuleStub | TFNetworkStub) -> str | None:
     return f"{what}; it was read without running anything and left out ({held})."
 
 
+def _is_projected_d(obj: Any) -> bool:
+    from styleforge.convert.official_projected_d import is_projected_d
+
+    return is_projected_d(obj)
+
+
+def _convert_projected_d(key: str, obj: ModuleStub) -> tuple[Network | None, str | None]:
+    """StyleGAN-XL's projected D onto ours when its backbones are supported, else ``(None, reason)``."""
+    from styleforge.convert.official_projected_d import convert_projected_d_or_reason
+
+    return convert_projected_d_or_reason(key, obj)
+
+
 def _read_augment_pipe(obj: Any) -> dict[str, Any] | None:
     """``{"p": float | None, "init_kwargs": dict}`` of a pickled augment pipe; never raises."""
     if obj is None:
@@ -347,9 +361,11 @@ def load_official_pickle(path: Any, convert: bool = True) -> dict[str, Any]:
 
     Returns:
         ``{"G": Network | None, "D": ..., "G_ema": ..., "augment_pipe": {"p", "init_kwargs", "class_name"} |
-        None, "training_set_kwargs": dict | None, "skipped": {name: reason}}``. A network that holds classes
-        styleforge does not implement (StyleGAN-XL's projected discriminator) is ``None``, its reason is in
-        ``skipped`` and a ``UserWarning`` says so; the other networks convert as usual.
+        None, "training_set_kwargs": dict | None, "skipped": {name: reason}}``. StyleGAN-XL's projected
+        discriminator converts to :class:`~styleforge.models.projected_discriminator.ProjectedDiscriminator`
+        when its feature networks are supported (:mod:`styleforge.convert.official_projected_d`). A network that
+        holds classes styleforge does not implement (other backbones) is ``None``, its reason is in ``skipped``
+        and a ``UserWarning`` says so; the other networks convert as usual.
 
     Raises:
         UnsafePickleError: the pickle refers to a global outside the allow-list.
@@ -378,6 +394,11 @@ def load_official_pickle(path: Any, convert: bool = True) -> dict[str, Any]:
             out[key] = None
         elif not isinstance(obj, (ModuleStub, TFNetworkStub)):
             raise NotASnapshotError(f"{path}: entry {key!r} is a {type(obj).__name__}, not a network.")
+        elif convert and _is_projected_d(obj):
+            out[key], reason = _convert_projected_d(key, obj)
+            if reason is not None:
+                skipped[key] = reason
+                warnings.warn(f"{path}: {reason}", stacklevel=2)
         elif convert and (reason := unsupported_reason(key, obj)) is not None:
             out[key] = None
             skipped[key] = reason

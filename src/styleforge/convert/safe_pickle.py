@@ -15,6 +15,11 @@ pickle globals from a fixed allow-list only:
   ``numpy.dtype``, ``numpy.ndarray``, ``dill._dill._create_array`` -> numpy arrays, scalars and dtypes (never
   of object dtype);
 - ``collections.OrderedDict``, ``builtins.set`` -> themselves; ``dnnlib.util.EasyDict`` -> a plain ``dict``;
+  ``torch.Size`` -> itself, for sequences of ints only;
+- ``builtins.getattr`` / ``builtins.setattr`` -> versions that act only on the loader's own stand-ins (a stub's
+  "attribute" is another recording stub, an assignment is recorded in the stub's state) and refuse any other
+  object, so ``getattr(os, 'system')`` and the like never resolve (dill writes StyleGAN-XL's DeiT bound
+  methods through them);
 - ``torch.nn.modules.sparse.Embedding`` -> a :class:`ModuleStub` holding its state (StyleGAN-XL);
 - ``dnnlib.tflib.network.Network`` -> a :class:`TFNetworkStub`: the TensorFlow release's network (StyleGAN2 /
   StyleGAN2-ADA TensorFlow pickles, a tuple ``(G, D, Gs)``), kept as its name, build function name, static
@@ -37,6 +42,7 @@ import collections
 import io
 import os
 import pickle
+import pickletools
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -113,20 +119,27 @@ class ModuleStub:
     @property
     def parameters_dict(self) -> dict[str, torch.Tensor]:
         """This module's own parameters (``None`` entries dropped)."""
-        return {k: v for k, v in (self.state.get("_parameters") or {}).items() if v is not None}
+        return {k: v for k, v in self._table("_parameters").items() if v is not None}
 
     @property
     def buffers_dict(self) -> dict[str, torch.Tensor]:
         """This module's own persistent buffers (``None`` and non-persistent ones dropped)."""
-        skip = set(self.state.get("_non_persistent_buffers_set") or ())
-        return {
-            k: v for k, v in (self.state.get("_buffers") or {}).items() if v is not None and k not in skip
-        }
+        skip = self.state.get("_non_persistent_buffers_set") or ()
+        if not isinstance(skip, (set, frozenset, list, tuple)):
+            raise UnsafePickleError(f"a pickled {self.class_name} has a malformed _non_persistent_buffers_set")
+        return {k: v for k, v in self._table("_buffers").items() if v is not None and k not in set(skip)}
 
     @property
     def children(self) -> dict[str, ModuleStub]:
         """Direct sub-modules by attribute name (``None`` entries dropped)."""
-        return {k: v for k, v in (self.state.get("_modules") or {}).items() if v is not None}
+        return {k: v for k, v in self._table("_modules").items() if v is not None}
+
+    def _table(self, name: str) -> dict[str, Any]:
+        """``state[name]`` (``_parameters``, ``_buffers``, ``_modules``): a dict with string keys, or refused."""
+        table = self.state.get(name) or {}
+        if not isinstance(table, dict) or not all(isinstance(k, str) for k in table):
+            raise UnsafePickleError(f"a pickled {self.class_name} has a malformed {name} ({type(table).__name__})")
+        return table
 
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, ModuleStub]]:
         """``(dotted path, stub)`` for this module and every sub-module, depth first, like ``nn.Module``."""
@@ -329,6 +342,9 @@ INERT_GLOBALS = frozenset(
         "torch.nn.utils.spectral_norm.SpectralNormStateDictHook",
         "torch.nn.utils.spectral_norm.SpectralNormLoadStateDictPreHook",
         "torch.nn.modules.module._WrappedHook",
+        # timm's residual add in the CSM blocks (torch 1.9 location, and the torch >= 1.10 one)
+        "torch.nn.quantized.modules.functional_modules.FloatFunctional",
+        "torch.ao.nn.quantized.modules.functional_modules.FloatFunctional",
         "functools.partial",
         "dill._dill._create_function",
         "dill._dill._create_code",
@@ -387,6 +403,37 @@ def inert_class(global_name: str) -> type[InertObject]:
     return type("InertObject", (InertObject,), {"global_name": global_name, "__slots__": ()})
 
 
+def _stub_owner(obj: Any, builtin: str, name: Any) -> str:
+    """The global name of the stand-in ``obj`` that ``builtins.getattr`` / ``setattr`` may act on; anything that
+    is not one of the loader's own stand-ins (a real module, class, function, tensor, ...) is refused."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise UnsafePickleError(f"builtins.{builtin} with the attribute name {name!r} refused")
+    if isinstance(obj, ModuleStub):
+        return obj.class_name
+    if isinstance(obj, type) and issubclass(obj, InertObject) and builtin == "getattr":
+        return obj.global_name
+    raise UnsafePickleError(
+        f"builtins.{builtin}({type(obj).__name__} object, {name!r}) refused: the pickle may look attributes up only "
+        "on the loader's own inert stand-ins, never on a real module, class or function."
+    )
+
+
+def _inert_getattr(obj: Any, name: Any, *default: Any) -> InertObject:
+    """``builtins.getattr`` as dill's pickles use it (bound methods of the DeiT feature network): allowed only on
+    an inert stand-in, and it looks nothing up; the result is a new stub recording ``getattr(owner, name)``."""
+    owner = _stub_owner(obj, "getattr", name)
+    if default:
+        raise UnsafePickleError("builtins.getattr with a default value refused")
+    return inert_class(f"getattr({owner}, {name!r})")()
+
+
+def _inert_setattr(obj: Any, name: Any, value: Any) -> None:
+    """``builtins.setattr`` on a stand-in: recorded in its ``state`` (what the attribute assignment would have put
+    into the object's ``__dict__``); refused on anything else."""
+    _stub_owner(obj, "setattr", name)
+    obj.state[name] = value
+
+
 def _is_torch_module_class(module: str, name: str) -> bool:
     """``module.name`` is an ``nn.Module`` subclass in torch (looked up in already imported torch modules)."""
     mod = sys.modules.get(module)
@@ -441,6 +488,13 @@ def _load_storage_from_bytes(data: Any) -> Any:
     """A storage from its legacy ``torch.save`` bytes, through torch's weights-only loader, always on CPU."""
     if not isinstance(data, (bytes, bytearray)):
         raise UnsafePickleError(f"torch.storage._load_from_bytes got a {type(data).__name__}, expected bytes")
+    if not bytes(data[:4]) == b"PK\x03\x04":
+        declared = _legacy_storage_bytes(bytes(data))
+        if declared > len(data):
+            raise UserInputError(
+                f"a tensor storage in the pickle declares {declared:,} bytes but holds only {len(data):,} (corrupt or "
+                "hostile file); refused before allocating it."
+            )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TypedStorage deprecation notices
@@ -452,13 +506,100 @@ def _load_storage_from_bytes(data: Any) -> Any:
         raise UnsafePickleError(
             f"a tensor storage in the pickle was refused by torch's weights-only loader: {reason}"
         ) from e
-    except (RuntimeError, EOFError, ValueError) as e:
-        raise UserInputError(f"a tensor storage in the pickle is corrupt: {e}") from e
+    except (RuntimeError, EOFError, ValueError, AssertionError, KeyError, TypeError, IndexError, MemoryError) as e:
+        # torch's legacy reader reports a damaged file with any of these (a missing storage key is an assertion)
+        raise UserInputError(f"a tensor storage in the pickle is corrupt: {type(e).__name__}: {e}") from e
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
         raise UnsafePickleError(
             f"torch.storage._load_from_bytes produced a {type(storage).__name__}, not a storage"
         )
     return storage
+
+
+#: storage classes a legacy ``torch.save`` stream may name, with the bytes per element
+_STORAGE_ELEMENT_BYTES = {
+    "UntypedStorage": 1, "ByteStorage": 1, "CharStorage": 1, "BoolStorage": 1, "QUInt8Storage": 1,
+    "QInt8Storage": 1, "ShortStorage": 2, "HalfStorage": 2, "BFloat16Storage": 2, "IntStorage": 4,
+    "FloatStorage": 4, "QInt32Storage": 4, "LongStorage": 8, "DoubleStorage": 8, "ComplexFloatStorage": 8,
+    "ComplexDoubleStorage": 16,
+}
+
+
+class _StorageScan(pickle.Unpickler):
+    """Reads one pickle of a legacy ``torch.save`` stream, resolving only storage class names and recording what the
+    persistent ids declare (``('storage', type, key, location, numel, view)``) without creating anything."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        super().__init__(file)
+        self.declared = 0
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module in ("torch", "torch.storage", "torch.cuda") and name in _STORAGE_ELEMENT_BYTES:
+            return name
+        raise UnsafePickleError(
+            f"a tensor storage in the pickle names the global '{module}.{name}', which torch's weights-only loader "
+            "refuses too; nothing was called"
+        )
+
+    def persistent_load(self, pid: Any) -> Any:
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
+            numel, kind = pid[4], pid[1]
+            if not isinstance(numel, int) or numel < 0 or kind not in _STORAGE_ELEMENT_BYTES:
+                raise UserInputError("a tensor storage in the pickle has a malformed record (corrupt file?)")
+            self.declared += numel * _STORAGE_ELEMENT_BYTES[kind]
+        return None
+
+
+def _legacy_storage_bytes(data: bytes) -> int:
+    """The bytes the storages of a legacy ``torch.save`` stream declare (magic, protocol, system info, then the
+    object whose persistent ids name the storages), read without allocating them."""
+    f = io.BytesIO(data)
+    _check_declared_lengths(f)
+    try:
+        for _ in range(3):
+            _StorageScan(f).load()
+        scan = _StorageScan(f)
+        scan.load()
+    except UserInputError:
+        raise
+    except Exception as e:  # noqa: BLE001  (whatever a damaged stream raises, it is a corrupt storage)
+        raise UserInputError(f"a tensor storage in the pickle is corrupt: {type(e).__name__}: {e}") from None
+    return scan.declared
+
+
+class _BoundedReader:
+    """A binary file whose ``read(n)`` never asks for more than what is left, so scanning a pickle whose opcodes
+    declare lengths beyond the end allocates nothing big."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._f = file
+        start = file.tell()
+        file.seek(0, os.SEEK_END)
+        self._end = file.tell()
+        file.seek(start)
+
+    def read(self, n: int = -1) -> bytes:
+        left = self._end - self._f.tell()
+        return self._f.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self) -> bytes:
+        return self._f.readline()
+
+
+def _check_declared_lengths(file: IO[bytes]) -> None:
+    """Walk the opcodes of the pickle at ``file``'s position (and go back there): every length an opcode declares
+    (bytes, strings, long integers, frames) must fit in the file, so the real unpickler never allocates for
+    data that is not there (a pickle declaring a 1 TB string is refused here, before any allocation)."""
+    if not file.seekable():
+        return
+    start = file.tell()
+    try:
+        for _ in pickletools.genops(_BoundedReader(file)):
+            pass
+    except ValueError as e:  # genops says which opcode wanted how much
+        raise UserInputError(f"not a readable pickle ({e}); is the file complete?") from None
+    finally:
+        file.seek(start)
 
 
 def _is_int_tuple(x: Any) -> bool:
@@ -532,6 +673,10 @@ def _np_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
         )
     if isinstance(dtype, (bytes, str)):
         dtype = np.dtype(dtype)
+    # numpy pickles an array as an empty one (shape (0,)) filled in by BUILD; a shape with elements would allocate
+    # memory the file does not hold (a pickle declaring a 1 TB array), so it is refused.
+    if not _is_int_tuple(shape) or int(np.prod(shape, dtype=np.float64)) != 0:
+        raise UnsafePickleError(f"numpy array reconstruction with the shape {shape!r} refused (numpy writes (0,))")
     return _numpy_multiarray()._reconstruct(np.ndarray, shape, _check_dtype(dtype))
 
 
@@ -566,6 +711,13 @@ def _dill_create_array(f: Any, args: Any, state: Any, npdict: Any = None) -> np.
     return array
 
 
+def _torch_size(dims: Any = ()) -> torch.Size:
+    """``torch.Size(dims)`` for a sequence of non-negative ints (``nn.Unflatten`` arguments)."""
+    if not _is_int_tuple(dims):
+        raise UnsafePickleError(f"torch.Size called with {type(dims).__name__}; only a sequence of ints is allowed")
+    return torch.Size(dims)
+
+
 def _np_dtype(obj: Any, align: Any = False, copy: Any = False) -> np.dtype:
     """``numpy.dtype(...)`` as pickles call it (``dtype('f4', False, True)`` followed by BUILD)."""
     if not isinstance(obj, (str, bytes)):
@@ -580,6 +732,9 @@ _NUMPY_MULTIARRAY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
 ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
+    ("builtins", "getattr"): _inert_getattr,
+    ("builtins", "setattr"): _inert_setattr,
+    ("torch", "Size"): _torch_size,
     ("dnnlib.util", "EasyDict"): dict,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -642,6 +797,7 @@ def safe_load(file: IO[bytes]) -> Any:
         UnsafePickleError: a global outside the allow-list.
         UserInputError: the data is not a valid pickle (truncated, wrong file type).
     """
+    _check_declared_lengths(file)
     try:
         return SafeUnpickler(file).load()
     except UserInputError:
@@ -654,6 +810,9 @@ def safe_load(file: IO[bytes]) -> Any:
         AttributeError,
         IndexError,
         KeyError,
+        MemoryError,
+        RecursionError,
+        OverflowError,
     ) as e:
         raise UserInputError(f"not a readable pickle ({type(e).__name__}: {e}); is the file complete?") from e
 
