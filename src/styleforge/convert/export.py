@@ -69,7 +69,8 @@ class ExportOptions:
     Attributes:
         format: ``"onnx"`` or ``"torchscript"``.
         part: ``"full"`` (z -> image), ``"mapping"`` (z -> ws) or ``"synthesis"`` (ws -> image).
-        resolution: resize the output images to this size; ``None`` = the network's own resolution.
+        resolution: resize the output images to this size (the longer side of a non-square network's images,
+            whose aspect ratio is kept); ``None`` = the network's own resolution.
         dynamic_batch: leave the batch size free in the ONNX graph (TorchScript traces run at any batch size;
             checking them with ``dynamic_batch`` uses another batch size, as for ONNX).
         batch_size: the example batch used for tracing (and the fixed batch of a non-dynamic ONNX graph).
@@ -139,9 +140,10 @@ class ExportableGenerator(nn.Module):
             kwargs["fused_modconv"] = False
         img = self.G.synthesis(ws, **kwargs)
         size = self.options.resolution
-        if size is not None and size != img.shape[-1]:
-            img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False,
-                                antialias=size < img.shape[-1])
+        longer = max(img.shape[-2:])
+        if size is not None and size != longer:  # the longer side becomes `size`; a non-square image keeps its ratio
+            out_hw = (round(img.shape[-2] * size / longer), round(img.shape[-1] * size / longer))
+            img = F.interpolate(img, size=out_hw, mode="bilinear", align_corners=False, antialias=size < longer)
         return img
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
