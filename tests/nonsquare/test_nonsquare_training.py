@@ -206,3 +206,32 @@ def test_out_of_memory_halves_batch_gpu_once_and_continues(wide_zip, tmp_path, m
     monkeypatch.setattr(StyleGANRecipe, "accumulate", always)
     with pytest.raises(UserInputError, match="after halving once already"):
         train(tiny_config(wide_zip, ticks=1), run_dir=tmp_path / "run2", device="cpu", log=_quiet)
+
+
+def test_train_cli_flags_resolution_wxh_cond_encoding_batch_gpu_auto(wide_folder, tmp_path):
+    from styleforge.cli.train import command as train_command
+
+    r = CliRunner().invoke(train_command, ["--cfg", "stylegan2-tiny", "--data", str(wide_folder), "--resolution",
+                                           "16x12", "--cond", "multi-label", "--batch-gpu", "auto", "--mem-share",
+                                           "0.9", "--batch", "4", "--kimg", "0.004", "--tick", "0.004",
+                                           "--outdir", str(tmp_path), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "--batch-gpu auto:" in r.output and "16x12x3" in r.output
+    G = load(next(tmp_path.glob("*/network-snapshot-*"))).generator
+    assert image_size(G) == (16, 12) and G.config.cond_encoding == "multi-label" and G.c_dim == 2
+    r = CliRunner().invoke(train_command, ["--cfg", "stylegan2-tiny", "--data", str(wide_folder), "--batch-gpu",
+                                           "many", "--dry-run"])
+    assert r.exit_code != 0 and "'auto'" in r.output
+
+
+def test_square_only_networks_refuse_non_square_or_list_labels(wide_zip):
+    import dataclasses as dc
+
+    from styleforge.models.registry import get_preset
+    from styleforge.training.stylegan import data_shape_overrides
+
+    ds = open_dataset(wide_zip)
+    fields = {f.name for f in dc.fields(get_preset("pggan-tiny").G_config)}
+    with pytest.raises(UserInputError, match="makes square images only"):
+        data_shape_overrides("pggan", "G", fields, ds)
+    assert data_shape_overrides("stylegan2", "G", {"img_aspect", "cond_encoding"}, ds) == {"img_aspect": (4, 3)}
