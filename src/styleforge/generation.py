@@ -95,6 +95,7 @@ def generate_images(
     full_resolution: bool = False,
     progress: bool = False,
     cond_vector: Sequence[float] | None = None,
+    centroids: torch.Tensor | str | None = None,
 ) -> torch.Tensor:
     """Generate one image per seed.
 
@@ -115,6 +116,9 @@ def generate_images(
         full_resolution: for a progressively grown network (PGGAN) caught at a lower stage, upsample its output
             to the final resolution; networks that always produce their final resolution ignore it.
         progress: show a progress bar (on a terminal, for more than :data:`PROGRESS_MIN_SEEDS` seeds).
+        centroids: ``[K, w_dim]`` W centroids or their ``.npy`` (:mod:`styleforge.centroids`): multi-modal
+            truncation, each sample pulled toward its nearest centroid by ``truncation_psi`` on every layer (the
+            StyleGAN-XL tool); ``None``: the usual truncation toward ``w_avg``.
 
     Returns:
         float32 images ``[len(seeds), img_channels, H, W]`` on the CPU, nominally in ``[-1, 1]``; convert with
@@ -151,6 +155,14 @@ def generate_images(
         kwargs["transform"] = transform.to(device)
     if full_resolution and _accepts(G, "full_resolution"):
         kwargs["full_resolution"] = True
+    if centroids is not None:
+        from styleforge.centroids import load_centroids
+
+        if truncation_cutoff is not None:
+            raise UserInputError("Multi-modal truncation (--centroids) acts on every layer; leave out --trunc-cutoff.")
+        if not (hasattr(G, "mapping") and hasattr(G, "synthesis")):
+            raise UserInputError(f"{type(G).__name__} has no mapping/synthesis split for --centroids.")
+        centroids = centroids if torch.is_tensor(centroids) else load_centroids(centroids, G.w_dim)
     G = G.to(device)
     c_all = make_labels(G, class_idx, len(seeds), device, cond_vector=cond_vector)
     images = []
@@ -162,14 +174,20 @@ def generate_images(
         chunk = seeds[start : start + batch_size]
         z = torch.cat([z_from_seed(s, G.z_dim, device) for s in chunk])
         c = c_all[start : start + len(chunk)]
-        img = G(
-            z,
-            c,
-            truncation_psi=truncation_psi,
-            truncation_cutoff=truncation_cutoff,
-            noise_mode=noise_mode,
-            **kwargs,
-        )
+        if centroids is not None:
+            from styleforge.centroids import truncate_to_centroids
+
+            ws = truncate_to_centroids(G.mapping(z, c, truncation_psi=1.0), centroids, truncation_psi)
+            img = G.synthesis(ws, noise_mode=noise_mode, **kwargs)
+        else:
+            img = G(
+                z,
+                c,
+                truncation_psi=truncation_psi,
+                truncation_cutoff=truncation_cutoff,
+                noise_mode=noise_mode,
+                **kwargs,
+            )
         images.append(img.float().cpu())
         bar.update(len(chunk))
     bar.close()

@@ -69,6 +69,9 @@ class VideoOptions:
         class_idx: class of a conditional network (required when ``c_dim > 0``).
         translate_amplitude: radius of the circular translation in ``"translate"`` mode, in image units.
         fps: frames per second of the written video.
+        centroids: a ``.npy`` of W centroids (``styleforge centroids``): each keyframe's w is truncated toward
+            its nearest centroid (multi-modal truncation, as the official StyleGAN-XL ``gen_video.py``), then
+            interpolated; needs ``space="w"``.
     """
 
     seeds: tuple[int, ...] = (0, 1, 2, 3)
@@ -83,6 +86,7 @@ class VideoOptions:
     class_idx: int | None = None
     translate_amplitude: float = 0.125
     fps: float = 30.0
+    centroids: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -111,6 +115,8 @@ class VideoOptions:
             )
         if self.fps <= 0:
             raise UserInputError(f"fps must be positive, got {self.fps}.")
+        if self.centroids is not None and self.space != "w":
+            raise UserInputError("Multi-modal truncation (--centroids) truncates the keyframes in W: use --space w.")
 
     @property
     def keyframes_per_cell(self) -> int:
@@ -223,7 +229,14 @@ def video_frames(
     with torch.no_grad():
         if options.space == "w":
             z_all = torch.from_numpy(zs.reshape(cells * k, z_dim)).to(device)
-            ws = G.mapping(z_all, c_cell.repeat_interleave(k, dim=0), **map_kwargs).cpu().numpy()
+            if options.centroids is None:
+                ws = G.mapping(z_all, c_cell.repeat_interleave(k, dim=0), **map_kwargs).cpu().numpy()
+            else:
+                from styleforge.centroids import load_centroids, truncate_to_centroids
+
+                ws = G.mapping(z_all, c_cell.repeat_interleave(k, dim=0), truncation_psi=1.0)
+                cents = load_centroids(options.centroids, int(G.w_dim)).to(device)
+                ws = truncate_to_centroids(ws, cents, options.truncation_psi).cpu().numpy()
             ws = ws.reshape(cells, k, *ws.shape[1:])
             paths = [
                 _interpolate_path(

@@ -58,6 +58,8 @@ def parse_condition(class_idx: str | None, cond_vector: str | None) -> tuple[int
               help="Class of a conditional network; several ('3,7') for a multi-label one.")
 @click.option("--cond-vector", default=None,
               help="Label values of a network conditioned on continuous attributes, e.g. '0.2,0.9'.")
+@click.option("--centroids", "centroids_path", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Truncate toward the nearest of these W centroids (.npy from `styleforge centroids`).")
 @click.option(
     "--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True
 )
@@ -83,6 +85,7 @@ def command(
     truncation_cutoff: int | None,
     class_idx: str | None,
     cond_vector: str | None,
+    centroids_path: str | None,
     noise_mode: str,
     grid: bool,
     translate: str | None,
@@ -133,6 +136,7 @@ def command(
         batch_size=batch_size,
         full_resolution=full_res,
         progress=True,
+        centroids=centroids_path,
     )
     pixels = to_uint8(images)
     out = Path(outdir)

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "style-mix": ("styleforge.cli.style_mix", "The style-mixing grid of row and column seeds."),
     "attribute": ("styleforge.cli.attribute", "Project images, report reconstruction distances (generated vs real)."),
     "explore": ("styleforge.cli.explore", "Explore networks interactively in a web browser (needs [ui])."),
+    "centroids": ("styleforge.cli.centroids", "k-means centroids of W for multi-modal truncation (--centroids)."),
 }
 
 

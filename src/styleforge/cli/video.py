@@ -68,6 +68,8 @@ def _parse_grid(text: str) -> tuple[int, int]:
     "--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True
 )
 @click.option("--class", "class_idx", type=int, default=None, help="Class of a conditional network.")
+@click.option("--centroids", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Truncate each keyframe toward the nearest of these W centroids (`styleforge centroids`).")
 @click.option(
     "--translate-amplitude",
     type=float,
@@ -91,6 +93,7 @@ def command(
     truncation_psi: float,
     noise_mode: str,
     class_idx: int | None,
+    centroids: str | None,
     translate_amplitude: float,
     fps: float,
     device: str,
@@ -117,6 +120,7 @@ def command(
         class_idx=class_idx,
         translate_amplitude=translate_amplitude,
         fps=fps,
+        centroids=centroids,
     )
     dev = pick_device(device)
     G = load_generator(network, dev)
