@@ -201,15 +201,20 @@ def dataset_batches(
     max_items: int | None = None,
     progress: bool = False,
     desc: str = "real images",
+    rank: int = 0,
+    num_ranks: int = 1,
 ) -> Iterator[torch.Tensor]:
-    """Yield uint8 ``[B, C, H, W]`` batches of ``dataset[i][0]`` for ``i < min(len, max_items)``, in order."""
+    """Yield uint8 ``[B, C, H, W]`` batches of ``dataset[i][0]`` for ``i < min(len, max_items)``, in order; with
+    ``num_ranks > 1`` only batches ``rank, rank + num_ranks, ...`` (this process's share)."""
     n = len(dataset) if max_items is None else min(len(dataset), max_items)
     if n == 0:
         raise UserInputError("The dataset is empty; give a folder or zip with images.")
     with progress_bar(n, desc, progress) as bar:
-        for lo in range(0, n, batch_size):
+        for b, lo in enumerate(range(0, n, batch_size)):
+            if b % num_ranks != rank:
+                continue
             imgs = [np.asarray(dataset[i][0]) for i in range(lo, min(lo + batch_size, n))]
-            bar.update(len(imgs))
+            bar.update(len(imgs) * num_ranks)
             yield torch.from_numpy(np.stack(imgs))
 
 
@@ -264,7 +269,9 @@ def generator_batches(ctx: MetricContext, num: int, progress_desc: str = "genera
 
     z comes from a CPU ``torch.Generator`` seeded with ``ctx.seed``; labels of a conditional G are drawn from the
     dataset (or uniformly over classes); ``noise_mode`` is ``ctx.options.get('noise_mode', 'random')``, as in the
-    official metrics.
+    official metrics. With ``ctx.num_ranks > 1`` every process draws the same z and labels and runs G on its
+    share of the batches (``rank, rank + num_ranks, ...``), so the images are those of one process (G's random
+    noise inputs aside).
     """
     G = ctx.G
     if G is None:
@@ -274,13 +281,16 @@ def generator_batches(ctx: MetricContext, num: int, progress_desc: str = "genera
     labels = label_sampler(G, ctx.dataset, ctx.seed, device)
     noise_mode = ctx.options.get("noise_mode", "random")
     with eval_mode(G), progress_bar(num, progress_desc, ctx.progress) as bar:
-        done = 0
+        done, index = 0, 0
         while done < num:
             b = min(ctx.batch_size, num - done)
-            z = torch.randn(b, G.z_dim, generator=gen).to(device)
-            yield generator_images(G, z, labels(b), ctx.truncation_psi, noise_mode)
+            z = torch.randn(b, G.z_dim, generator=gen)
+            c = labels(b)
+            if index % ctx.num_ranks == ctx.rank:
+                yield generator_images(G, z.to(device), c, ctx.truncation_psi, noise_mode)
+                bar.update(b * ctx.num_ranks)
             done += b
-            bar.update(b)
+            index += 1
 
 
 def collect(
@@ -290,8 +300,13 @@ def collect(
     capture_all: bool,
     capture_mean_cov: bool,
     max_items: int | None = None,
+    ctx: MetricContext | None = None,
 ) -> dict[str, FeatureStats]:
-    """Run ``net`` over ``batches`` and accumulate one :class:`FeatureStats` per head."""
+    """Run ``net`` over ``batches`` and accumulate one :class:`FeatureStats` per head.
+
+    With ``ctx.num_ranks > 1`` the batches are this process's share; the statistics of all processes are then
+    gathered and merged in batch order (:meth:`FeatureStats.merge_ranks`), and every process returns the whole.
+    """
     stats = {
         h: FeatureStats(capture_all=capture_all, capture_mean_cov=capture_mean_cov, max_items=max_items) for h in heads
     }
@@ -301,6 +316,9 @@ def collect(
             stats[h].append(feats[h])
         if max_items is not None and all(s.is_full() for s in stats.values()):
             break
+    if ctx is not None and ctx.num_ranks > 1:
+        everyone = ctx.gather(stats)
+        stats = {h: FeatureStats.merge_ranks([part[h] for part in everyone]) for h in heads}
     return stats
 
 
@@ -367,17 +385,22 @@ def real_stats(
     }
     base = _cache_file(key) if ctx.cache else None
     files = {h: Path(f"{base}-{h}.npz") for h in heads} if base is not None else {}
-    if base is not None and all(f.is_file() for f in files.values()):
+    cached = base is not None and all(f.is_file() for f in files.values())
+    if ctx.num_ranks > 1:  # all processes read the cache, or all compute their share
+        cached = all(ctx.gather(cached))
+    if cached:
         return {h: FeatureStats.load(f) for h, f in files.items()}, {**record, "cache": str(base)}
     stats = collect(
-        dataset_batches(ctx.dataset, ctx.batch_size, n, ctx.progress),
+        dataset_batches(ctx.dataset, ctx.batch_size, n, ctx.progress and ctx.rank == 0, rank=ctx.rank,
+                        num_ranks=ctx.num_ranks),
         net,
         heads,
         capture_all,
         capture_mean_cov,
         n,
+        ctx,
     )
-    for h, f in files.items():
+    for h, f in files.items() if ctx.rank == 0 else ():
         stats[h].save(f)
     return stats, {**record, "cache": str(base) if base else None}
 
@@ -425,9 +448,10 @@ def _generated_stats(
     if ctx.G is None and ctx.options.get("gen_dataset") is not None:
         other = ctx.options["gen_dataset"]
         num = min(num, len(other))
-        batches = dataset_batches(other, ctx.batch_size, num, ctx.progress, desc="second image set")
-        return collect(batches, net, heads, capture_all, capture_mean_cov, num), num
-    return collect(generator_batches(ctx, num), net, heads, capture_all, capture_mean_cov, num), num
+        batches = dataset_batches(other, ctx.batch_size, num, ctx.progress, desc="second image set", rank=ctx.rank,
+                                  num_ranks=ctx.num_ranks)
+        return collect(batches, net, heads, capture_all, capture_mean_cov, num, ctx), num
+    return collect(generator_batches(ctx, num), net, heads, capture_all, capture_mean_cov, num, ctx), num
 
 
 def record_result(ctx: MetricContext, metric: str, record: dict[str, Any]) -> None:

@@ -66,6 +66,25 @@ class FeatureStats:
             self._sum += x64.sum(axis=0)
             self._sum_sq += x64.T @ x64
 
+    @classmethod
+    def merge_ranks(cls, parts: list[FeatureStats]) -> FeatureStats:
+        """The statistics of all processes as one, when process ``r`` accumulated batches ``r, r + R, ...``:
+        the captured feature vectors are put back in batch order (batch ``j`` of process ``r`` is batch
+        ``j * R + r``), so that they equal a single process's; the sums are added."""
+        first = parts[0]
+        out = cls(capture_all=first.capture_all, capture_mean_cov=first.capture_mean_cov, max_items=first.max_items)
+        out.num_features = next((p.num_features for p in parts if p.num_features is not None), None)
+        out.num_items = sum(p.num_items for p in parts)
+        if first.capture_all:
+            longest = max(len(p._chunks) for p in parts)
+            out._chunks = [p._chunks[j] for j in range(longest) for p in parts if j < len(p._chunks)]
+        if first.capture_mean_cov:
+            sums = [p for p in parts if p._sum is not None]
+            if sums:
+                out._sum = np.sum([p._sum for p in sums], axis=0)
+                out._sum_sq = np.sum([p._sum_sq for p in sums], axis=0)
+        return out
+
     def get_all(self) -> np.ndarray:
         """Every captured feature vector, ``[num_items, D]`` float32."""
         if not self.capture_all:

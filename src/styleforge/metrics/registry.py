@@ -43,6 +43,10 @@ class MetricContext:
         cache: cache real-data statistics on disk.
         seed: seed of the sampling RNG.
         options: metric-specific extra options (e.g. a path to feature-network weights, a second image folder).
+        rank, num_ranks: this process and the number of processes computing the metric together: each embeds
+            every ``num_ranks``-th batch of real and generated images (as the official metrics do).
+        gather: with ``num_ranks > 1``, a collective ``obj -> [obj of rank 0, obj of rank 1, ...]`` (e.g.
+            ``DistContext.all_gather_object``) that combines the ranks' statistics; every rank gets the result.
     """
 
     G: torch.nn.Module | None = None
@@ -55,6 +59,15 @@ class MetricContext:
     cache: bool = True
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    rank: int = 0
+    num_ranks: int = 1
+    gather: Callable[[Any], list[Any]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_ranks > 1 and self.gather is None:
+            raise ValueError("MetricContext: num_ranks > 1 needs a gather function (all_gather_object)")
+        if not 0 <= self.rank < max(self.num_ranks, 1):
+            raise ValueError(f"MetricContext: rank {self.rank} is not in [0, {self.num_ranks})")
 
 
 _METRICS: dict[str, Callable[[MetricContext], dict[str, float]]] = {}

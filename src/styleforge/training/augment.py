@@ -160,6 +160,13 @@ def _eye(n: int, batch: int, device: torch.device) -> torch.Tensor:
     return torch.eye(n, device=device).expand(batch, n, n).clone()
 
 
+def _diag3(a: float, b: float, device: torch.device) -> torch.Tensor:
+    """``diag(a, b, 1)``, built on the device (no host-to-device copy)."""
+    m = torch.eye(3, device=device)
+    m[0, 0], m[1, 1] = a, b
+    return m
+
+
 def _translate2d(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
     m = _eye(3, tx.shape[0], tx.device)
     m[:, 0, 2], m[:, 1, 2] = tx, ty
@@ -191,7 +198,7 @@ def _rotate3d(axis: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return m
 
 
-def _gate(p: float, values: torch.Tensor, identity: float) -> torch.Tensor:
+def _gate(p: float | torch.Tensor, values: torch.Tensor, identity: float) -> torch.Tensor:
     """Keep each sample's ``values`` with probability ``p``, else the identity value."""
     keep = torch.rand(values.shape[0], device=values.device) < p
     return torch.where(keep, values, torch.full_like(values, identity))
@@ -215,6 +222,9 @@ class AugmentPipe(nn.Module):
         taps = torch.tensor(SYM6, dtype=torch.float64)
         self.register_buffer("resample_filter", (taps / taps.sum()).float(), persistent=False)
         self.register_buffer("filter_bank", torch.from_numpy(_octave_filter_bank(SYM2)).float(), persistent=False)
+        # Constants kept on the module's device: building them per call would copy them from the host each time.
+        self.register_buffer("band_power", torch.tensor(FILTER_BAND_POWER), persistent=False)
+        self.register_buffer("luma_axis", torch.tensor([*LUMA_AXIS, 0.0]), persistent=False)
 
     def extra_repr(self) -> str:
         on = [k for k, v in vars(self.strengths).items() if isinstance(v, (int, float)) and v and "_" not in k]
@@ -222,7 +232,7 @@ class AugmentPipe(nn.Module):
 
     # -- geometry --
 
-    def _geometry(self, n: int, h: int, w: int, p: float, device: torch.device) -> torch.Tensor | None:
+    def _geometry(self, n: int, h: int, w: int, p: torch.Tensor, device: torch.device) -> torch.Tensor | None:
         """Inverse transforms G^-1 (output pixel -> input pixel, origin at the image centre), [n, 3, 3]."""
         s = self.strengths
         g = _eye(3, n, device)
@@ -248,7 +258,7 @@ class AugmentPipe(nn.Module):
             sc = _gate(p * s.scale, sc, 1)
             g = g @ _scale2d(sc, sc)
             touched = True
-        p_rot = 1 - math.sqrt(max(0.0, 1 - min(1.0, p * s.rotate)))
+        p_rot = 1 - (1 - (p * s.rotate).clamp(max=1.0)).clamp(min=0.0).sqrt()
         if s.rotate > 0:
             theta = (torch.rand(n, device=device) * 2 - 1) * math.pi * s.rotate_max
             theta = _gate(p_rot, theta, 0)
@@ -274,33 +284,27 @@ class AugmentPipe(nn.Module):
     def _warp(self, x: torch.Tensor, g_inv: torch.Tensor) -> torch.Tensor:
         """Resample ``x`` at ``g_inv @ output coordinates`` (pixel units, origin at the image centre).
 
-        As the official pipeline: reflect-pad by the margin that the transformed corners of the output need
-        (plus the filter support), upsample 2x with the wavelet, sample bilinearly, filter back down and crop.
-        A constant image stays constant as long as the margin fits the reflection (at most the image size).
+        As the official pipeline: reflect-pad, upsample 2x with the wavelet, sample bilinearly, filter back down
+        and crop. The official pipeline pads by the margin the transformed corners need, clipped at the image
+        size minus one; that margin is a device value, and a tensor shape made from it would make the host wait
+        for the device at every call. Here the padding is always that upper bound (``size - 1`` each side), which
+        samples the same reflected pixels at the same places. A constant image stays constant.
         """
         n, c, h, w = x.shape
         f = self.resample_filter.to(x.dtype)
         pad = RESAMPLE_PAD
-        cx, cy = (w - 1) / 2, (h - 1) / 2
-        corners = torch.tensor([[-cx, -cy, 1.0], [cx, -cy, 1.0], [cx, cy, 1.0], [-cx, cy, 1.0]], device=x.device)
-        src = (g_inv.to(corners.dtype) @ corners.t())[:, :2, :]  # [n, 2, 4]: where the corners sample
-        reach = torch.stack([-src[:, 0].amin(), -src[:, 1].amin(), src[:, 0].amax(), src[:, 1].amax()])
-        need = reach - torch.tensor([cx, cy, cx, cy], device=x.device) + 2 * pad + abs(SYM6_CENTER_OFFSET)
-        limit = torch.tensor([w - 1, h - 1, w - 1, h - 1], device=x.device, dtype=need.dtype)
-        mx0, my0, mx1, my1 = (int(v) for v in torch.minimum(need.clamp(min=0), limit).ceil().tolist())
-        x = F.pad(x, [mx0, mx1, my0, my1], mode="reflect")
+        mx, my = w - 1, h - 1
+        x = F.pad(x, [mx, mx, my, my], mode="reflect")
         hp, wp = x.shape[2], x.shape[3]
         up = upsample2d(x, f, up=2)
-        # Centred pixel coordinates: padding moves the centre; 2x resampling scales them by 2.
-        recentre = _translate2d(torch.tensor([(mx0 - mx1) / 2]), torch.tensor([(my0 - my1) / 2]))[0].to(x.device)
-        shift, unshift = torch.eye(3, device=x.device), torch.eye(3, device=x.device)
+        # Centred pixel coordinates; 2x resampling scales them by 2 (the padding is symmetric: the centre stays).
+        eye = torch.eye(3, device=x.device)
+        shift, unshift = eye.clone(), eye.clone()
         shift[:2, 2], unshift[:2, 2] = SYM6_CENTER_OFFSET, -SYM6_CENTER_OFFSET
         out_h, out_w = 2 * (h + 2 * pad), 2 * (w + 2 * pad)
-        to_norm = torch.diag(torch.tensor([2.0 / (2 * wp), 2.0 / (2 * hp), 1.0], device=x.device))
-        from_norm = torch.diag(torch.tensor([out_w / 2.0, out_h / 2.0, 1.0], device=x.device))
-        twice, half = torch.diag(torch.tensor([2.0, 2.0, 1.0], device=x.device)), \
-            torch.diag(torch.tensor([0.5, 0.5, 1.0], device=x.device))
-        theta = to_norm @ twice @ shift @ recentre @ g_inv @ unshift @ half @ from_norm
+        to_norm, from_norm, twice, half = (_diag3(a, b, x.device) for a, b in (
+            (2.0 / (2 * wp), 2.0 / (2 * hp)), (out_w / 2.0, out_h / 2.0), (2.0, 2.0), (0.5, 0.5)))
+        theta = to_norm @ twice @ shift @ g_inv @ unshift @ half @ from_norm
         grid = F.affine_grid(theta[:, :2, :].to(x.dtype), [n, c, out_h, out_w], align_corners=False)
         warped = F.grid_sample(up, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         down = downsample2d(warped, f, down=2, flip_filter=True)
@@ -308,11 +312,11 @@ class AugmentPipe(nn.Module):
 
     # -- image-space filtering, noise, cutout --
 
-    def _filter(self, x: torch.Tensor, p: float) -> torch.Tensor:
+    def _filter(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """Random gains of four octave bands (log2-normal), normalised to keep the expected power; separable."""
         s = self.strengths
         n, c, h, w = x.shape
-        power = torch.tensor(FILTER_BAND_POWER, device=x.device)
+        power = self.band_power.to(x.device)
         gains = torch.ones(n, 4, device=x.device)
         for i, band in enumerate(s.imgfilter_bands):
             gain = torch.exp2(torch.randn(n, device=x.device) * s.imgfilter_std)
@@ -333,13 +337,13 @@ class AugmentPipe(nn.Module):
         y = F.conv2d(y, kern[:, None, :, None], groups=n * c)
         return y.reshape(n, c, h, w)
 
-    def _noise(self, x: torch.Tensor, p: float) -> torch.Tensor:
+    def _noise(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         s = self.strengths
         n = x.shape[0]
         sigma = _gate(p * s.noise, torch.randn(n, device=x.device).abs() * s.noise_std, 0)
         return x + torch.randn_like(x) * sigma.to(x.dtype)[:, None, None, None]
 
-    def _cutout(self, x: torch.Tensor, p: float) -> torch.Tensor:
+    def _cutout(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         s = self.strengths
         n, _, h, w = x.shape
         size = _gate(p * s.cutout, torch.full((n,), s.cutout_size, device=x.device), 0)
@@ -353,12 +357,12 @@ class AugmentPipe(nn.Module):
 
     # -- colour --
 
-    def _color(self, n: int, p: float, device: torch.device) -> torch.Tensor | None:
+    def _color(self, n: int, p: torch.Tensor, device: torch.device) -> torch.Tensor | None:
         """Colour transforms as [n, 4, 4] homogeneous matrices acting on (R, G, B, 1)."""
         s = self.strengths
         if not s.has_color():
             return None
-        v = torch.tensor([*LUMA_AXIS, 0.0], device=device)
+        v = self.luma_axis.to(device)
         vv = torch.outer(v, v)
         eye4 = torch.eye(4, device=device)
         m = _eye(4, n, device)
@@ -384,11 +388,11 @@ class AugmentPipe(nn.Module):
         return m
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Augment ``images``; ``p`` stays a device tensor throughout (no host synchronisation), and at ``p = 0``
+        the images come back exactly (the pipeline still runs, as the official one does)."""
         if images.ndim != 4:
             raise ValueError(f"AugmentPipe expects [N, C, H, W], got {tuple(images.shape)}")
-        p = float(self.p)
-        if p <= 0:
-            return images
+        p = self.p.to(images.device, torch.float32)
         n, c, h, w = images.shape
         x = images
         g_inv = self._geometry(n, h, w, p, x.device) if self.strengths.has_geometry() else None
@@ -412,7 +416,7 @@ class AugmentPipe(nn.Module):
             x = self._noise(x, p)
         if self.strengths.cutout > 0:
             x = self._cutout(x, p)
-        return x
+        return torch.where(p > 0, x, images)
 
 
 class AdaController:
@@ -431,7 +435,7 @@ class AdaController:
         self.ada_kimg, self.batch_size = ada_kimg, batch_size
         self.acc = torch.zeros(2, dtype=torch.float64, device=pipe.p.device)
         self.steps = 0
-        self.last_rt: float = float("nan")
+        self._last_rt = torch.full([], float("nan"), dtype=torch.float64, device=pipe.p.device)
 
     def accumulate(self, real_logits: torch.Tensor) -> None:
         """Add the signs of D's logits on real images (stays on the device: no host synchronisation)."""
@@ -442,7 +446,11 @@ class AdaController:
         self.acc[1] += logits.numel()
 
     def update(self, all_reduce=None) -> None:
-        """Count one minibatch; every ``interval`` of them, adjust p (all ranks get the same value)."""
+        """Count one minibatch; every ``interval`` of them, adjust p (all ranks get the same value).
+
+        Everything stays on the device (r_t, the step, the clamp): the loop never waits for the device here;
+        :attr:`last_rt` is read when a tick is reported.
+        """
         self.steps += 1
         if self.steps % self.interval != 0:
             return
@@ -450,12 +458,18 @@ class AdaController:
         if all_reduce is not None:
             acc = all_reduce(acc)
         self.acc.zero_()
-        if acc[1] <= 0:
-            return
-        self.last_rt = float(acc[0] / acc[1])
-        step = np.sign(self.last_rt - self.target) * self.batch_size * self.interval / (self.ada_kimg * 1000)
-        new_p = min(max(float(self.pipe.p) + float(step), 0.0), 1.0)
-        self.pipe.p.fill_(new_p)
+        seen = acc[1] > 0
+        rt = acc[0] / acc[1].clamp(min=1)
+        step = torch.sign(rt - self.target) * (self.batch_size * self.interval / (self.ada_kimg * 1000))
+        p = self.pipe.p
+        new_p = (p.double() + step).clamp(0.0, 1.0).to(p.dtype)
+        p.copy_(torch.where(seen, new_p, p))
+        self._last_rt = torch.where(seen, rt, self._last_rt.to(rt.device))
+
+    @property
+    def last_rt(self) -> float:
+        """The latest r_t (NaN before the first adjustment); reading it waits for the device."""
+        return float(self._last_rt)
 
     def state_dict(self) -> dict:
         return {"acc": self.acc.detach().cpu().clone(), "steps": self.steps, "last_rt": self.last_rt}
@@ -463,4 +477,4 @@ class AdaController:
     def load_state_dict(self, state: dict) -> None:
         self.acc = state["acc"].clone().to(device=self.pipe.p.device, dtype=torch.float64)
         self.steps = int(state["steps"])
-        self.last_rt = float(state["last_rt"])
+        self._last_rt = torch.tensor(float(state["last_rt"]), dtype=torch.float64, device=self.pipe.p.device)

@@ -122,14 +122,18 @@ def init_from_env(device: str | None = None) -> DistContext:
     """Join the process group described by torchrun's environment variables, or run as a single process.
 
     Args:
-        device: ``"cpu"``, ``"cuda"`` or ``None``/``"auto"`` (CUDA when available). With CUDA each process
-            uses ``cuda:LOCAL_RANK``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``None``/``"auto"`` (CUDA when available). A single
+            process uses ``cuda:N`` when given (else ``cuda:0``); under torchrun each process uses
+            ``cuda:LOCAL_RANK`` (an index given here is then ignored: the launcher assigns the devices).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
     use_cuda = torch.cuda.is_available() if device in (None, "auto") else str(device).startswith("cuda")
     dev = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    if use_cuda and world <= 1 and device not in (None, "auto"):
+        dev = torch.device(device)
+        dev = torch.device("cuda", dev.index if dev.index is not None else 0)
     if use_cuda:
         torch.cuda.set_device(dev)
     if world <= 1:
