@@ -50,14 +50,20 @@ def parse_policy(policy: str) -> tuple[str, ...]:
     return names
 
 
+def _draw_device(x: torch.Tensor, generator: torch.Generator | None) -> torch.device:
+    """Where random numbers are drawn: the generator's device (a CPU generator also serves CUDA images)."""
+    return generator.device if generator is not None else x.device
+
+
 def _uniform(n: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """``[n, 1, 1, 1]`` uniform [0, 1) numbers in ``x``'s dtype and device."""
-    return torch.rand([n, 1, 1, 1], generator=generator, device=x.device, dtype=torch.float32).to(x.dtype)
+    u = torch.rand([n, 1, 1, 1], generator=generator, device=_draw_device(x, generator), dtype=torch.float32)
+    return u.to(device=x.device, dtype=x.dtype)
 
 
 def _randint(low: int, high: int, n: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """``[n]`` integers in ``[low, high)`` on ``x``'s device."""
-    return torch.randint(low, high, [n], generator=generator, device=x.device)
+    return torch.randint(low, high, [n], generator=generator, device=_draw_device(x, generator)).to(x.device)
 
 
 def _color(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
