@@ -352,10 +352,13 @@ def _filter_key(f: torch.Tensor | None) -> tuple | None:
 class CompiledFilteredLrelu:
     """Lazily compiled ``filtered_lrelu``: one ``torch.compile``-d callable per variant, built on first use.
 
-    A variant is the device type, dtype and shape of ``x``, the kinds of ``fu``/``fd``/``b`` and the static
-    arguments ``(up, down, padding, gain, slope, clamp, flip_filter)``; shapes are static (``dynamic=False``)
-    and the whole op is one graph (``fullgraph=True``). The least recently used variant is dropped beyond
-    ``max_variants``. Nothing is compiled when the object is created.
+    A variant is the device type, dtype and shape of ``x`` without its batch size, the kinds of ``fu``/``fd``/``b``
+    and the static arguments ``(up, down, padding, gain, slope, clamp, flip_filter)``; shapes are static
+    (``dynamic=False``) and the whole op is one graph (``fullgraph=True``). A variant is compiled for the largest
+    batch seen so far; a smaller batch (the partial last batch of a metric or a grid) is padded with zeros to that
+    size and the padding dropped from the result (the op works on each image alone), so it does not compile
+    again. The least recently used variant is dropped beyond ``max_variants``. Nothing is compiled when the
+    object is created.
 
     Call it with parsed arguments (``padding`` as ``(x0, x1, y0, y1)``); :func:`filtered_lrelu` with
     ``impl="compile"`` uses the module's private instance.
@@ -393,22 +396,27 @@ class CompiledFilteredLrelu:
             # Already inside someone's torch.compile (a compiled network): the outer compilation traces the plain
             # formulation; building a nested compiled callable here would only break its graph.
             return _fused_core(x, fu, fd, b, *statics)
-        key = (x.device.type, x.dtype, tuple(x.shape), _filter_key(fu), _filter_key(fd), b is None, statics)
-        fn = self._variants.get(key)
-        if fn is None:
-            fn = self._build(key, statics)
-            self._variants[key] = fn
+        key = (x.device.type, x.dtype, tuple(x.shape[1:]), _filter_key(fu), _filter_key(fd), b is None, statics)
+        n = x.shape[0]
+        held = self._variants.get(key)
+        if held is None or held[1] < n:
+            held = (self._build(key, statics), n)
+            self._variants[key] = held
             while len(self._variants) > self.max_variants:
                 self._variants.popitem(last=False)
         else:
             self._variants.move_to_end(key)
+        fn, batch = held
+        if n < batch:  # pad the batch to the compiled size (no new compilation); each image is filtered alone
+            x = torch.cat([x, x.new_zeros((batch - n, *x.shape[1:]))])
         from torch._dynamo.exc import TorchDynamoException  # imported here: torch._dynamo is heavy to import
 
         try:
-            return fn(x, fu, fd, b)
+            out = fn(x, fu, fd, b)
         except TorchDynamoException as e:
             self._variants.pop(key, None)
             raise self._error(x, e) from e
+        return out[:n] if n < batch else out
 
     def _build(self, key: tuple, statics: tuple) -> Callable:
         up, down, pad, gain, slope, clamp, flip_filter, channels_last = statics
