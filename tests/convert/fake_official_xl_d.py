@@ -48,7 +48,7 @@ LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 
 HEAD_TABLE = {4: 512, 8: 512, 16: 256, 32: 128, 64: 64, 128: 64}
 
 _CLASSES = {
-    "pg_modules.discriminator": ("ProjectedDiscriminator", "MultiScaleD", "SingleDiscCond"),
+    "pg_modules.discriminator": ("ProjectedDiscriminator", "MultiScaleD", "SingleDiscCond", "SingleDisc"),
     "pg_modules.projector": ("F_RandomProj",),
     "pg_modules.blocks": ("DownBlock", "FeatureFusionBlock"),
     "timm.models.efficientnet_blocks": ("DepthwiseSeparableConv", "InvertedResidual"),
@@ -299,11 +299,11 @@ def _sn_conv(*args: Any, **kwargs: Any) -> nn.Module:
     return torch.nn.utils.spectral_norm(nn.Conv2d(*args, **kwargs))
 
 
-def _heads(c: dict[str, Any], g: torch.Generator, embed: torch.Tensor) -> nn.Module:
+def _heads(c: dict[str, Any], g: torch.Generator, embed: torch.Tensor | None) -> nn.Module:
     disc = c["MultiScaleD"]()
     minis = {}
     for i, (cin, start) in enumerate(zip((64, 64, 128, 256), (128, 64, 32, 16), strict=True)):
-        head = c["SingleDiscCond"]()
+        head = c["SingleDiscCond" if embed is not None else "SingleDisc"]()
         nfc = dict(HEAD_TABLE)
         nfc[start] = cin
         layers, size = [], start
@@ -313,16 +313,20 @@ def _heads(c: dict[str, Any], g: torch.Generator, embed: torch.Tensor) -> nn.Mod
                 nfc[size // 2]), nn.LeakyReLU(0.2, inplace=True))
             layers.append(blk)
             size //= 2
-        head.main = nn.Sequential(*layers)
-        head.cls = _sn_conv(nfc[8], 64, 4, 1, 0, bias=False)
-        head.embed = nn.Embedding(1000, 320)
-        head.embed_proj = c["FullyConnectedLayer"]()
-        head.embed_proj.weight = nn.Parameter(torch.zeros(64, 320))
-        head.embed_proj.bias = nn.Parameter(torch.zeros(64))
-        head.cmap_dim = 64
+        if embed is None:  # SingleDisc: the last conv ends main
+            head.main = nn.Sequential(*layers, _sn_conv(nfc[8], 1, 4, 1, 0, bias=False))
+        else:
+            head.main = nn.Sequential(*layers)
+            head.cls = _sn_conv(nfc[8], 64, 4, 1, 0, bias=False)
+            head.embed = nn.Embedding(1000, 320)
+            head.embed_proj = c["FullyConnectedLayer"]()
+            head.embed_proj.weight = nn.Parameter(torch.zeros(64, 320))
+            head.embed_proj.bias = nn.Parameter(torch.zeros(64))
+            head.cmap_dim = 64
         _randomise(head, g)
         with torch.no_grad():
-            head.embed.weight.copy_(embed)
+            if embed is not None:
+                head.embed.weight.copy_(embed)
             for m in head.modules():  # power iterations as in training, so that u, v are not random vectors
                 if hasattr(m, "weight_u"):
                     m.train()
@@ -333,17 +337,21 @@ def _heads(c: dict[str, Any], g: torch.Generator, embed: torch.Tensor) -> nn.Mod
     return disc
 
 
-def official_d(c: dict[str, Any], deit_timm_state: dict[str, torch.Tensor], seed: int = 0) -> nn.Module:
-    """The official D with DeiT-small distilled and EfficientNet-lite0, conditional (ImageNet embeddings)."""
+def official_d(
+    c: dict[str, Any], deit_timm_state: dict[str, torch.Tensor] | None, seed: int = 0, conditional: bool = True
+) -> nn.Module:
+    """The official D with DeiT-small distilled (left out when ``deit_timm_state`` is None) and
+    EfficientNet-lite0; conditional heads (ImageNet embeddings) or unconditional ones."""
     g = torch.Generator().manual_seed(seed)
-    embed = torch.randn(1000, 320, generator=g)
+    embed = torch.randn(1000, 320, generator=g) if conditional else None
     d = c["ProjectedDiscriminator"]()
-    d.backbones, d.diffaug, d.interp224 = [DEIT_S, LITE0], True, True
-    d.feature_networks = nn.ModuleDict({
-        DEIT_S: _projector(c, _deit_small(c, deit_timm_state, g), (48, 96, 192, 384), DEIT_S, g),
-        LITE0: _projector(c, _lite0(c, g), (24, 40, 112, 320), LITE0, g),
-    })
-    d.discriminators = nn.ModuleDict({DEIT_S: _heads(c, g, embed), LITE0: _heads(c, g, embed)})
+    names = [LITE0] if deit_timm_state is None else [DEIT_S, LITE0]
+    d.backbones, d.diffaug, d.interp224 = names, True, True
+    features = {LITE0: _projector(c, _lite0(c, g), (24, 40, 112, 320), LITE0, g)}
+    if deit_timm_state is not None:
+        features[DEIT_S] = _projector(c, _deit_small(c, deit_timm_state, g), (48, 96, 192, 384), DEIT_S, g)
+    d.feature_networks = nn.ModuleDict({n: features[n] for n in names})
+    d.discriminators = nn.ModuleDict({n: _heads(c, g, embed) for n in names})
     return d.eval()
 
 
@@ -430,11 +438,14 @@ def _sn_weight(sd: dict[str, torch.Tensor], q: str) -> torch.Tensor:
     return w / sigma
 
 
-def independent_logits(sd: dict[str, torch.Tensor], img: torch.Tensor, c: torch.Tensor, deit_blocks) -> torch.Tensor:
+def independent_logits(
+    sd: dict[str, torch.Tensor], img: torch.Tensor, c: torch.Tensor, deit_blocks: Any = None
+) -> torch.Tensor:
     """Logits of the official D with state ``sd`` for ``img`` in [-1, 1] (224 input for both backbones, eval
-    mode, no augmentation); ``deit_blocks(x)`` returns the outputs of the 12 DeiT blocks."""
+    mode, no augmentation); ``deit_blocks(x)`` returns the outputs of the 12 DeiT blocks (``None``: no DeiT)."""
     logits = []
-    for bb, mean, std in ((DEIT_S, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), (LITE0, (0.5,) * 3, (0.5,) * 3)):
+    backbones = ((DEIT_S, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), (LITE0, (0.5,) * 3, (0.5,) * 3))
+    for bb, mean, std in backbones[1:] if deit_blocks is None else backbones:
         x = ((img + 1) / 2 - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
         x = F.interpolate(x, 224, mode="bilinear", align_corners=False)
         p = f"feature_networks.{bb}."
@@ -458,6 +469,9 @@ def independent_logits(sd: dict[str, torch.Tensor], img: torch.Tensor, c: torch.
                 h = F.conv2d(h, _sn_weight(sd, r + "0."), sd[r + "0.bias"], stride=2, padding=1)
                 h = F.leaky_relu(_bn(h, sd, r + "1.", 1e-5), 0.2)
                 j += 1
+            if f"{q}cls.weight_orig" not in sd:  # unconditional: the last conv is main.<j>
+                logits.append(F.conv2d(h, _sn_weight(sd, f"{q}main.{j}.")).flatten(1))
+                continue
             out = F.conv2d(h, _sn_weight(sd, q + "cls."))
             e = sd[q + "embed.weight"][c.argmax(1)]
             cmap = F.leaky_relu(e @ (sd[q + "embed_proj.weight"] / math.sqrt(320)).T + sd[q + "embed_proj.bias"],

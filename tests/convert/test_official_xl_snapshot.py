@@ -374,6 +374,25 @@ def test_official_projected_d_loads_onto_ours_and_nothing_runs(official_d_file):
     assert isinstance(vit.state["forward_flex"], InertObject)  # the bound method: a recording stub, never built
 
 
+def test_unconditional_lite0_only_projected_d(tmp_path):
+    """The Projected GAN setting: EfficientNet-lite0 alone, unconditional heads (SingleDisc)."""
+    sentinel = tmp_path / "executed"
+    with fake_official_xl_d.official_d_globals(sentinel) as classes:
+        D = fake_official_xl_d.official_d(classes, None, seed=1, conditional=False)
+        state = {k: v.detach().clone() for k, v in D.state_dict().items()}
+        data = fake_official_xl_d.dumps({"G": None, "D": D, "G_ema": None})
+        path = tmp_path / "d.pkl"
+        path.write_bytes(data)
+        loaded = official.load_official_pickle(path)["D"]
+    assert not sentinel.exists()
+    assert loaded.config.backbones == ("efficientnet_lite0",) and loaded.config.c_dim == 0
+    img = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        got = loaded(img, torch.zeros(2, 0), augment=False)
+        want = fake_official_xl_d.independent_logits(state, img, torch.zeros(2, 0))
+    assert got.shape == (2, 64) and float((got - want).abs().max()) <= ATOL
+
+
 def test_unsupported_backbone_is_skipped_with_its_reason(tmp_path):
     with fake_official.official_globals(), _fake_globals() as classes:
         data = fake_official.dumps(

@@ -163,3 +163,14 @@ def test_factory_without_deit_weights_uses_efficientnet_only(monkeypatch, tmp_pa
     assert torch.equal(D.features["efficientnet_lite0"].backbone.stem.conv.weight, net.stem.conv.weight)
     with pytest.raises(UserInputError, match="deit-weights"):
         pd.make_projected_discriminator(pd.ProjectedDConfig(backbones=("deit_base_distilled",)), 32)
+
+
+def test_save_and_load_in_our_format(tmp_path):
+    import styleforge
+
+    D = pd.ProjectedDiscriminator(pd.tiny_projected_d_config(c_dim=3), 16, seed=2)
+    styleforge.save(tmp_path / "d", D=D)
+    loaded = styleforge.load(tmp_path / "d").D
+    assert isinstance(loaded, pd.ProjectedDiscriminator) and loaded.img_resolution == 16
+    assert loaded.config == D.config
+    assert all(torch.equal(a, b) for a, b in zip(D.state_dict().values(), loaded.state_dict().values(), strict=True))
