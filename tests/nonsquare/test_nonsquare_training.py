@@ -164,9 +164,17 @@ def test_batch_gpu_auto_on_cpu_respects_the_memory_cap(wide_zip, tmp_path, monke
     assert json.loads((run.run_dir / "config.json").read_text())["train"]["batch_gpu"] == "auto"
     lines.clear()
     monkeypatch.setattr(memory_fit, "available_memory_bytes", lambda: 0)  # no room above the current RSS
-    run = train(cfg, run_dir=tmp_path / "small", device="cpu", log=lines.append)
-    assert load_training_state(run.run_dir)["config"]["batch_gpu"] == 2  # the smallest (path length needs 2)
+    from styleforge.training.distributed import DistContext
+    from styleforge.training.stylegan import StyleGANRecipe
+
+    ds = open_dataset(wide_zip)
+    recipe = StyleGANRecipe(cfg, ds, torch.device("cpu"))
+    before = {k: v.clone() for k, v in recipe.G.state_dict().items()}
+    chosen = memory_fit.resolve_batch_gpu(cfg, recipe, ds, DistContext(device=torch.device("cpu")), lines.append)
+    assert chosen.batch_gpu == 2  # the smallest (the path-length regulariser needs 2)
     assert any("even the smallest batch exceeds it" in line for line in lines)
+    after = recipe.G.state_dict()  # probing left the networks (and their EMAs) as they were
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_choose_batch_gpu_follows_the_linear_model():
@@ -195,8 +203,8 @@ def test_out_of_memory_halves_batch_gpu_once_and_continues(wide_zip, tmp_path, m
 
     monkeypatch.setattr(StyleGANRecipe, "accumulate", flaky)
     lines = []
-    run = train(tiny_config(wide_zip, ticks=2), run_dir=tmp_path / "run", device="cpu", log=lines.append)
-    assert raised and run.cur_nimg == 16
+    run = train(tiny_config(wide_zip, ticks=1), run_dir=tmp_path / "run", device="cpu", log=lines.append)
+    assert raised and run.cur_nimg == 8
     assert any("out of memory in phase Dmain" in line and "halving it to 2" in line for line in lines)
     assert load_training_state(run.run_dir)["config"]["batch_gpu"] == 2
 
