@@ -234,6 +234,11 @@ def resolve_batch_gpu(cfg: Any, recipe: Any, ds: Any, dist_ctx: Any, log: Callab
     """
     if cfg.batch_gpu != "auto":
         return cfg
+    if getattr(cfg, "progressive", None) is not None:
+        raise UserInputError(
+            "--batch-gpu auto probes one network size, but PGGAN grows (its memory need changes at every stage); "
+            "give --batch-gpu a number (e.g. 8)."
+        )
     device = dist_ctx.device
     world = dist_ctx.world_size
     batch = recipe.minibatch_size(0)
