@@ -265,8 +265,8 @@ def _load_styleforge(directory: Path) -> LoadedNetworks:
 
     try:
         config = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserInputError(f"{directory / CONFIG_NAME} is not valid JSON: {e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise UserInputError(f"{directory / CONFIG_NAME} is not valid JSON: {type(e).__name__}: {e}") from e
     if not isinstance(config, dict) or not isinstance(config.get("networks"), dict) or not config["networks"]:
         raise UserInputError(
             f"{directory / CONFIG_NAME} has no 'networks' entry; it was not written by styleforge."
@@ -288,11 +288,14 @@ def _load_styleforge(directory: Path) -> LoadedNetworks:
     nets: dict[str, Network] = {}
     claimed: set[str] = set()
     for name, desc in config["networks"].items():
-        net = network_from_description(desc)
+        # The network is first built on the meta device (no memory) and checked against the file's tensors; only
+        # a description whose tensors are all in the file is built for real, so a config.json declaring a huge
+        # network is refused before allocating it.
+        skeleton = _build_network(directory / CONFIG_NAME, name, desc, device="meta")
         prefix = name + "."
         state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         claimed.update(prefix + k for k in state)
-        expected = net.state_dict()
+        expected = skeleton.state_dict()
         missing = [k for k in expected if k not in state]
         unexpected = [k for k in state if k not in expected]
         wrong = [
@@ -313,6 +316,8 @@ def _load_styleforge(directory: Path) -> LoadedNetworks:
                 "The files may come "
                 "from different saves or a different styleforge version."
             )
+        _check_derived_size(directory / CONFIG_NAME, name, skeleton, weights)
+        net = _build_network(directory / CONFIG_NAME, name, desc, device="cpu")
         net.load_state_dict(state, strict=True)
         nets[name] = net.eval()
     stray = sorted(set(tensors) - claimed)
@@ -331,6 +336,69 @@ def _load_styleforge(directory: Path) -> LoadedNetworks:
         training_set_kwargs=extra.get("training_set_kwargs"),
         path=str(directory),
     )
+
+
+#: How many bytes of tensors a network may hold beyond those stored in its file (filters and other buffers derived
+#: from the config), before a config.json is taken for a damaged or hostile one.
+_DERIVED_BYTES_ALLOWED = 256 * 1024**2
+
+
+def _build_network(config_path: Path, name: str, desc: Any, device: str) -> Network:
+    """``network_from_description(desc)`` on ``device``; a description that cannot be built is a clear error."""
+    if not isinstance(desc, dict):
+        raise UserInputError(f"{config_path}: the description of {name} is a {type(desc).__name__}, not an object.")
+    _check_config_numbers(config_path, name, desc.get("config"))
+    try:
+        with torch.device(device):
+            return network_from_description(desc)
+    except UserInputError:
+        raise
+    except Exception as e:  # noqa: BLE001  (constructors raise anything on nonsensical values)
+        raise UserInputError(
+            f"{config_path}: the configuration of {name} does not describe a network styleforge can build "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). The file is damaged or was not "
+            "written by styleforge."
+        ) from None
+
+
+#: The largest integer a network configuration holds (channel counts, dimensions, resolutions), and the most layers
+#: of one kind (``mapping_layers``, ...): some constructors allocate or loop by these numbers before the meta device
+#: can help (numpy bias initialisation, one Python object per layer).
+_MAX_CONFIG_INT = 65536
+_MAX_CONFIG_LAYERS = 256
+#: StyleGAN3's filter design grows with its upsampling factors (``lrelu_upsampling`` 2 in the official configs).
+_MAX_CONFIG_UPSAMPLING = 16
+
+
+def _check_config_numbers(config_path: Path, name: str, config: Any, where: str = "") -> None:
+    """Refuse integers in a network configuration that no real network has (a damaged or hostile config.json)."""
+    if isinstance(config, dict):
+        for key, value in config.items():
+            _check_config_numbers(config_path, name, value, f"{where}.{key}" if where else str(key))
+    elif isinstance(config, (list, tuple)):
+        for i, value in enumerate(config):
+            _check_config_numbers(config_path, name, value, f"{where}[{i}]")
+    elif isinstance(config, int) and not isinstance(config, bool):
+        limit = _MAX_CONFIG_LAYERS if where.endswith("layers") else \
+            _MAX_CONFIG_UPSAMPLING if where.endswith("upsampling") else _MAX_CONFIG_INT
+        if abs(config) > limit:
+            raise UserInputError(
+                f"{config_path}: {name}.{where} = {config} is beyond any network styleforge builds (at most "
+                f"{limit}); the file is damaged. Refused before building the network."
+            )
+
+
+def _check_derived_size(config_path: Path, name: str, skeleton: Network, weights: Path) -> None:
+    """Refuse a network whose non-stored tensors (derived buffers) would take far more memory than its file."""
+    stored = set(skeleton.state_dict())
+    derived = sum(t.numel() * t.element_size() for k, t in [*skeleton.named_parameters(), *skeleton.named_buffers()]
+                  if k not in stored)
+    if derived > _DERIVED_BYTES_ALLOWED:
+        raise UserInputError(
+            f"{config_path}: {name} would need {derived / 1024**2:,.0f} MB of derived buffers beyond the "
+            f"{weights.stat().st_size / 1024**2:,.1f} MB of {weights.name}; the configuration is damaged. Refused "
+            "before allocating."
+        )
 
 
 def _load_official(path: Path) -> LoadedNetworks:
