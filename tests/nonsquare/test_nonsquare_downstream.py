@@ -57,11 +57,12 @@ def test_generate_grid_video_spectrum(wide, tmp_path):
 
 
 def test_projection_explorer_export(wide, tmp_path):
-    from styleforge.explore.render import Explorer, RenderRequest
+    from styleforge.explore.render import Explorer, RenderRequest, parse_request
     from styleforge.inversion.distance import PerceptualDistance
     from styleforge.inversion.projector import ProjectorConfig, project
     from styleforge.inversion.targets import load_targets, target_size
     from styleforge.loading import load
+    from styleforge.utils.errors import UserInputError
 
     root, sg2, _ = wide
     G = load(sg2).generator
@@ -80,6 +81,15 @@ def test_projection_explorer_export(wide, tmp_path):
     assert info["layers"][0]["size"] == [H, W]
     frame = ex.render(RenderRequest(network="sg2", seed=1))
     assert (frame.meta["width"], frame.meta["height"]) == (W, H)
+    cont = save(tmp_path / "cont", G_ema=create_model("stylegan2-tiny", img_resolution=32, img_aspect=(4, 3),
+                                                        c_dim=2, cond_encoding="continuous"))
+    ex = Explorer([str(cont)])
+    assert ex.open("cont")["c_dim"] == 2
+    a = ex.render(parse_request({"network": "cont", "seed": 1, "cond_vector": [0.2, 0.9]}))
+    b = ex.render(parse_request({"network": "cont", "seed": 1, "cond_vector": [0.9, 0.2]}))
+    assert (a.meta["width"], a.meta["height"]) == (W, H) and a.data != b.data
+    with pytest.raises(UserInputError, match="continuous attributes"):
+        ex.render(parse_request({"network": "cont", "seed": 1}))
 
     from styleforge.convert.export import ExportableGenerator, ExportOptions, check_export, export_generator
 

@@ -92,6 +92,7 @@ class RenderRequest:
     cutoff: int | None = None               # Truncate only the first this many ws; None = all.
     noise_mode: str = "const"               # "const", "random" or "none".
     class_idx: int | None = None            # Class of a conditional network.
+    cond_vector: tuple[float, ...] | None = None  # c of a network conditioned on continuous attributes.
     mix_seed: float | None = None           # Style mixing seed; None = no mixing.
     mix_start: int = 0                      # First ws index taken from the mixing seed.
     mix_end: int | None = None              # One past the last; None = num_ws.
@@ -191,12 +192,25 @@ def parse_request(message: Mapping[str, Any]) -> RenderRequest:
         if not isinstance(t, (list, tuple)) or len(t) != 2:
             raise UserInputError(f"'translate' must be a pair [tx, ty], got {t!r}.")
         out["translate"] = (_number("translate", t[0], -100, 100), _number("translate", t[1], -100, 100))
+    if m.get("cond_vector") is not None:
+        v = m["cond_vector"]
+        if not isinstance(v, (list, tuple)) or len(v) > 4096:
+            raise UserInputError(f"'cond_vector' must be a list of numbers, got {type(v).__name__}.")
+        out["cond_vector"] = tuple(_number("cond_vector", x, -1e6, 1e6) for x in v)
     if "edits" in m:
         e = m["edits"]
         if not isinstance(e, (list, tuple)) or len(e) > 4096:
             raise UserInputError(f"'edits' must be a list of numbers, got {type(e).__name__}.")
         out["edits"] = tuple(_number("edits", v, -1000, 1000) for v in e)
     return RenderRequest(**out)
+
+
+def _reference_labels(G: torch.nn.Module, n: int, device: torch.device) -> torch.Tensor:
+    """``c`` for the explorer's own passes (layer shapes, direction scales): class 0, or for a network conditioned
+    on continuous attributes the all-zero attribute vector."""
+    if getattr(getattr(G, "config", None), "cond_encoding", "class") == "continuous":
+        return torch.zeros(n, int(G.c_dim), device=device)
+    return make_labels(G, 0 if G.c_dim else None, n, device)
 
 
 def parse_uploaded_w(data: bytes) -> np.ndarray:
@@ -417,7 +431,7 @@ class Explorer:
                         outputs.setdefault(mod_name, tuple(t.shape))
                 handles.append(mod.register_forward_hook(hook))
         try:
-            c = make_labels(G, 0 if G.c_dim else None, 1, self.device)
+            c = _reference_labels(G, 1, self.device)
             ws = G.mapping(z_from_seed(0, G.z_dim, self.device), c)
             G.synthesis(ws, noise_mode="const")
         finally:
@@ -468,7 +482,7 @@ class Explorer:
         """Standard deviation of ``w - w_avg`` along each direction over :data:`SCALE_SAMPLES` seeded latents."""
         rng = np.random.RandomState(0)
         z = torch.from_numpy(rng.randn(SCALE_SAMPLES, G.z_dim)).to(self.device, torch.float32)
-        c = make_labels(G, 0 if G.c_dim else None, SCALE_SAMPLES, self.device)
+        c = _reference_labels(G, SCALE_SAMPLES, self.device)
         w = G.mapping(z, c)[:, 0].double().cpu().numpy()
         proj = w @ d.directions.astype(np.float64).T
         return proj.std(axis=0)
@@ -509,7 +523,7 @@ class Explorer:
             raise UserInputError(f"'cutoff' {req.cutoff} is more than the {num_ws} ws of {net.label}.")
         if req.seed + req.batch - 1 > MAX_SEED:
             raise UserInputError(f"Seeds go up to {MAX_SEED}; lower 'seed' or 'batch'.")
-        c = make_labels(G, req.class_idx, 1, self.device)
+        c = make_labels(G, req.class_idx, 1, self.device, cond_vector=req.cond_vector)
         if req.latent == "w":
             if uploaded_w is None:
                 raise UserInputError("latent 'w' needs a projected w; upload a projected_w.npz first.")
