@@ -190,3 +190,20 @@ def test_one_process_honours_cuda_index_and_torchrun_uses_local_rank(monkeypatch
     assert chosen == [torch.device("cuda:3"), torch.device("cuda:0")]
     assert distributed.init_from_env("cpu").device == torch.device("cpu")
     assert isinstance(distributed.init_from_env("cpu"), DistContext)
+
+
+def test_cli_flags_reach_the_config(toy_data):
+    import json
+
+    from click.testing import CliRunner
+
+    from styleforge.cli.train import command
+
+    res = CliRunner().invoke(command, ["--cfg", "stylegan2-tiny", "--data", str(toy_data), "--workers", "3",
+                                       "--allow-tf32", "--nobench", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads(res.output)
+    assert cfg["workers"] == 3 and cfg["allow_tf32"] is True and cfg["cudnn_benchmark"] is False
+    res = CliRunner().invoke(command, ["--cfg", "stylegan2-tiny", "--data", str(toy_data), "--dry-run"])
+    cfg = json.loads(res.output)
+    assert cfg["workers"] is None and cfg["allow_tf32"] is False and cfg["cudnn_benchmark"] is True

@@ -31,11 +31,18 @@ _NOT_CONFIG = ("resume", "allow_change", "device", "dry_run", "keep_states")
 @click.option("--outdir", default="runs", show_default=True, type=click.Path(), help="Parent of run directories.")
 @click.option("--kimg", type=float, default=None, help="Training length in thousands of real images.")
 @click.option("--batch", type=int, default=None, help="Global minibatch size [default: per --cfg].")
-@click.option("--batch-gpu", type=int, default=None, help="Images per forward pass and process [default: all].")
+@click.option("--batch-gpu", default=None,
+              help="Images per forward pass and process, or 'auto' (the largest that fits the memory) [default: all].")
+@click.option("--mem-share", type=float, default=None,
+              help="--batch-gpu auto on a CPU: share of the free memory the peak RSS may use [default: 0.5].")
 @click.option("--gamma", type=float, default=None, help="R1 weight [default: 0.0002 * res^2 / batch].")
-@click.option("--resolution", type=int, default=None, help="Resize the data to this size while loading.")
+@click.option("--resolution", default=None,
+              help="Resize the data to this size while loading: 256, or WxH such as 512x384 (non-square network).")
 @click.option("--mirror", is_flag=True, help="Add x-flipped copies of the images.")
-@click.option("--cond", is_flag=True, help="Condition on class labels (dataset.json or sub-folders).")
+@click.option("--cond", is_flag=False, flag_value="auto", default=None,
+              type=click.Choice(["auto", "class", "multi-label", "continuous"]),
+              help="Condition on the labels (dataset.json or sub-folders); alone: the encoding found in the data, or "
+                   "force class (one int), multi-label (int lists) or continuous (number lists).")
 @click.option("--aug", type=click.Choice(["ada", "noaug", "fixed"]), default=None, help="Augmentation [default: ada].")
 @click.option("--p", "p", type=float, default=None, help="Augment probability (fixed, or the initial ADA p).")
 @click.option("--target", type=float, default=None, help="ADA target r_t [default: 0.6].")
@@ -57,6 +64,24 @@ _NOT_CONFIG = ("resume", "allow_change", "device", "dry_run", "keep_states")
 @click.option("--ops-impl", type=click.Choice(["auto", "fast", "ref", "compile"]), default="auto",
               show_default=True, help="Implementation of the signal-processing ops.")
 @click.option("--no-growing", is_flag=True, help="PGGAN: train the final resolution from the start.")
+@click.option("--stages", default=None, help="StyleGAN-XL: resolutions of the stages to train, e.g. 16,32,64.")
+@click.option("--kimg-per-stage", default=None, help="StyleGAN-XL: kimg of each stage but the last (K or K1,K2,...).")
+@click.option("--advance-on-plateau", is_flag=True,
+              help="StyleGAN-XL: next stage when the first --metrics value stops improving at snapshots.")
+@click.option("--plateau-patience", type=int, default=None, help="Snapshots without improvement before advancing.")
+@click.option("--superres", is_flag=True, help="StyleGAN-XL: train a super-resolution stage on --path-stem.")
+@click.option("--path-stem", default=None, help="StyleGAN-XL: run directory or snapshot the stage grows from.")
+@click.option("--up-factor", type=int, default=None, help="StyleGAN-XL --superres: resolution factor [default: 2].")
+@click.option("--head-layers", type=int, default=None, help="StyleGAN-XL: layers of each new stage [default: 7].")
+@click.option("--syn-layers", type=int, default=None, help="StyleGAN-XL: layers of the stem [default: 14].")
+@click.option("--cls-weight", type=float, default=None, help="StyleGAN-XL: classifier guidance weight [default: 0].")
+@click.option("--deit-weights", default=None, help="StyleGAN-XL: DeiT-base distilled weights (timm layout) for D.")
+@click.option("--classifier-weights", default=None,
+              help="StyleGAN-XL: DeiT-small distilled weights for guidance [default: EfficientNet-lite0].")
+@click.option("--hinge-reduction", type=click.Choice(["official", "mean"]), default=None,
+              help="StyleGAN-XL hinge loss: official (sums over samples) or mean [default: official].")
+@click.option("--class-embedding", type=click.Choice(["lite0", "random"]), default=None,
+              help="StyleGAN-XL: start the class embeddings from EfficientNet-lite0 features [default] or random.")
 @click.option("--skip-bad", is_flag=True, help="Leave out unreadable images instead of stopping.")
 @click.option("--keep-states", type=click.IntRange(min=1), default=2, show_default=True,
               help="Training states kept (the newest K), so that one damaged file never loses the run.")
@@ -78,6 +103,10 @@ def command(**opts: Any) -> None:
              if k not in _NOT_CONFIG and ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     if "metrics" in given:
         given["metrics"] = _metric_names(given["metrics"])
+    if given.get("resolution") is not None:
+        given["resolution"] = _resolution(given["resolution"])
+    opts["resolution"] = _resolution(opts["resolution"])
+    given.update(_fit_and_cond_flags(given))
     train_cfg = _resumed_config(opts["resume"], opts["outdir"], given) or _new_config(opts)
     if opts["dry_run"]:
         click.echo(train_cfg.to_json())
@@ -92,6 +121,35 @@ def command(**opts: Any) -> None:
     if result.interrupted:
         click.echo(f"Interrupted at kimg {result.cur_nimg / 1000:g}; continue with --resume {result.run_dir}.")
         ctx.exit(130)  # the shell's code for a Ctrl-C
+
+
+def _resolution(value: str | int | tuple | None) -> int | tuple[int, int] | None:
+    """``--resolution``: ``256`` or ``512x384`` (W x H)."""
+    from styleforge.data.aspect import parse_size
+
+    return value if value is None or isinstance(value, tuple) else parse_size(value)
+
+
+def _batch_gpu(value: str | None) -> int | str | None:
+    """``--batch-gpu``: a positive number or ``auto``."""
+    from styleforge.utils.errors import UserInputError
+
+    if value is None or value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise UserInputError(f"--batch-gpu must be a number of images or 'auto', got {value!r}.") from None
+
+
+def _fit_and_cond_flags(given: dict[str, Any]) -> dict[str, Any]:
+    """The config fields of ``--batch-gpu`` (number or auto) and ``--cond [ENCODING]`` (cond + cond_encoding)."""
+    out: dict[str, Any] = {}
+    if "batch_gpu" in given:
+        out["batch_gpu"] = _batch_gpu(given["batch_gpu"])
+    if "cond" in given:
+        out["cond"], out["cond_encoding"] = given["cond"] is not None, given["cond"] or "auto"
+    return out
 
 
 def _metric_names(text: str) -> tuple[str, ...]:
@@ -131,16 +189,22 @@ def _new_config(opts: dict[str, Any]):
         )
     overrides = capacity_overrides(cfg, opts["cbase"], opts["cmax"], opts["map_layers"], opts["fp32"],
                                    opts["mbstd_group"])
+    from styleforge.training.xl_options import xl_cli_options
+
     return make_train_config(
         cfg, data, resolution=opts["resolution"], kimg=opts["kimg"], batch=opts["batch"],
-        batch_gpu=opts["batch_gpu"], gamma=opts["gamma"], aug=opts["aug"], p=opts["p"], target=opts["target"],
-        aug_pipe=opts["aug_pipe"], tick=opts["tick"], snap=opts["snap"], cond=opts["cond"], mirror=opts["mirror"],
+        batch_gpu=_batch_gpu(opts["batch_gpu"]), gamma=opts["gamma"], aug=opts["aug"], p=opts["p"],
+        target=opts["target"],
+        aug_pipe=opts["aug_pipe"], tick=opts["tick"], snap=opts["snap"], cond=opts["cond"] is not None,
+        cond_encoding=opts["cond"] or "auto", mem_share=0.5 if opts["mem_share"] is None else opts["mem_share"],
+        mirror=opts["mirror"],
         outdir=opts["outdir"], seed=opts["seed"], freezed=opts["freezed"], metrics=_metric_names(opts["metrics"]),
         skip_bad=opts["skip_bad"], glr=opts["glr"], dlr=opts["dlr"], model_overrides=overrides,
         ops_impl=opts["ops_impl"], no_growing=opts["no_growing"], workers=opts["workers"],
         allow_tf32=opts["allow_tf32"], cudnn_benchmark=not opts["nobench"],
         mixed_precision="off" if opts["fp32"] else "auto",
         gamma_resolution=opts["resolution"] if opts["resolution"] is not None else _peek_resolution(data),
+        **xl_cli_options(cfg, opts),
     )
 
 
@@ -159,7 +223,7 @@ def _peek_resolution(data: str) -> int | None:
                 names = sorted(n for n in zf.namelist() if n.lower().endswith(IMAGE_EXTENSIONS))
                 if names:
                     with zf.open(names[0]) as f:
-                        return Image.open(f).size[0]
+                        return max(Image.open(f).size)  # the longer side of a non-square set
         elif path.is_dir():
             for p in sorted(path.rglob("*")):
                 if p.suffix.lower() in IMAGE_EXTENSIONS:

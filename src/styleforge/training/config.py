@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from styleforge.models.base import config_from_dict
+from styleforge.training.xl_options import XLConfig, make_xl_train_config
 from styleforge.utils.errors import UserInputError
 
 __all__ = [
@@ -84,7 +85,8 @@ TRANSFER_ADA_KIMG = 100.0
 #: Consecutive minibatches with non-finite losses after which training stops.
 NONFINITE_PATIENCE = 10
 #: Fields that only change the schedule of a run: they may differ when resuming (and are logged).
-SCHEDULE_FIELDS = ("kimg", "tick_kimg", "snap", "image_snap", "metrics", "outdir", "ops_impl", "nonfinite_patience")
+SCHEDULE_FIELDS = ("kimg", "tick_kimg", "snap", "image_snap", "metrics", "outdir", "ops_impl", "nonfinite_patience",
+                   "workers", "allow_tf32", "cudnn_benchmark")
 #: Lowest resolution of a PGGAN (its first block).
 PGGAN_BASE_RESOLUTION = 4
 
@@ -205,15 +207,20 @@ class TrainConfig:
         cfg: training configuration name (``stylegan2``, ``stylegan3-t``, ``stylegan3-r``, ``pggan``, ``*-tiny``).
         model: model preset of G and D (:func:`styleforge.create_model`); usually equal to ``cfg``.
         data: dataset folder, zip or built-in name.
-        resolution: dataset/network resolution (``None``: the dataset's own).
-        cond: condition G and D on the dataset's class labels.
+        resolution: dataset/network resolution (``None``: the dataset's own); ``(W, H)`` crops the data to that
+            aspect ratio and trains a non-square network (StyleGAN2/3).
+        cond: condition G and D on the dataset's labels.
+        cond_encoding: how the labels are read: ``auto`` (from the data), ``class``, ``multi-label`` or
+            ``continuous`` (:mod:`styleforge.data.labels`).
+        mem_share: ``--batch-gpu auto`` on a CPU: the share of the free memory the peak RSS may take.
         mirror: add x-flipped copies of the images (metrics still use every image once, unmirrored).
         skip_bad: leave out unreadable images instead of stopping.
         outdir: parent folder of the numbered run directories.
         kimg: length of training in thousands of real images shown to D.
         batch: global minibatch size (all processes together); PGGAN: ``None`` = the growth schedule's sizes.
         batch_gpu: images per forward pass and process (``None``: the process's whole share; smaller values
-            accumulate gradients over rounds).
+            accumulate gradients over rounds; ``"auto"``: the largest that fits the device memory, found by probe
+            steps before training, see :mod:`styleforge.training.memory_fit`).
         seed: random seed (weights, latents, augmentation, data order).
         tick_kimg: progress/statistics interval in kimg.
         snap: ticks between snapshots (training state + exportable network); 0 = only at the end.
@@ -234,19 +241,24 @@ class TrainConfig:
         nonfinite_patience: stop after this many consecutive minibatches with non-finite losses (single ones
             are survived: their gradients are sanitised, as in the official loop).
         init_from: the network the weights were initialised from (fine-tuning), or ``None``.
+        workers: data-loader processes per training process (``None``: by core count and dataset size, see
+            :func:`styleforge.training.data_stream.default_workers`); the images each chunk sees do not depend on it.
+        allow_tf32: CUDA: let matmuls and cuDNN convolutions use TF32 (official: off, for exact float32).
+        cudnn_benchmark: CUDA: let cuDNN time its algorithms per shape (official: on; ``--nobench`` turns it off).
+        xl: the StyleGAN-XL stages, discriminator and guidance (``None`` for the other recipes).
     """
 
     cfg: str
     model: str
     data: str
-    resolution: int | None = None
+    resolution: int | tuple[int, int] | None = None
     cond: bool = False
     mirror: bool = False
     skip_bad: bool = False
     outdir: str = "runs"
     kimg: float = 25000.0
     batch: int | None = 32
-    batch_gpu: int | None = None
+    batch_gpu: int | str | None = None
     seed: int = 0
     tick_kimg: float = 4.0
     snap: int = 50
@@ -266,11 +278,19 @@ class TrainConfig:
     ops_impl: str = "auto"
     nonfinite_patience: int = NONFINITE_PATIENCE
     init_from: str | None = None
+    cond_encoding: str = "auto"
+    mem_share: float = 0.5
+    workers: int | None = None
+    allow_tf32: bool = False
+    cudnn_benchmark: bool = True
+    xl: XLConfig | None = None
 
     def __post_init__(self) -> None:
-        if self.batch is not None and self.batch < 1 or self.batch_gpu is not None and self.batch_gpu < 1:
+        _check_fit_options(self)
+        fixed_gpu = self.batch_gpu if isinstance(self.batch_gpu, int) else None  # "auto" is resolved at the start
+        if self.batch is not None and self.batch < 1 or fixed_gpu is not None and fixed_gpu < 1:
             raise UserInputError(f"--batch and --batch-gpu must be positive, got {self.batch}, {self.batch_gpu}.")
-        if self.batch is not None and self.batch_gpu is not None and self.batch % self.batch_gpu != 0:
+        if self.batch is not None and fixed_gpu is not None and self.batch % fixed_gpu != 0:
             raise UserInputError(f"--batch ({self.batch}) must be a multiple of --batch-gpu ({self.batch_gpu}).")
         if self.kimg <= 0 or self.tick_kimg <= 0:
             raise UserInputError(f"--kimg and --tick must be positive, got {self.kimg}, {self.tick_kimg}.")
@@ -287,13 +307,15 @@ class TrainConfig:
             raise UserInputError(f"mixed_precision must be auto, on or off, got {self.mixed_precision!r}.")
         if self.ops_impl not in ("auto", "fast", "ref", "compile"):
             raise UserInputError(f"--ops-impl must be auto, fast, ref or compile, got {self.ops_impl!r}.")
+        if self.workers is not None and self.workers < 0:
+            raise UserInputError(f"--workers must be >= 0, got {self.workers}.")
         if self.nonfinite_patience < 1:
             raise UserInputError(f"nonfinite_patience must be >= 1, got {self.nonfinite_patience}.")
         if self.loss is not None:
             if self.loss.pl_mean_update not in ("official", "after_minibatch"):
                 raise UserInputError(
                     f"pl_mean_update must be 'official' or 'after_minibatch', got {self.loss.pl_mean_update!r}.")
-            if self.loss.pl_weight > 0 and self.batch_gpu is not None and self.batch_gpu < self.loss.pl_batch_shrink:
+            if self.loss.pl_weight > 0 and fixed_gpu is not None and fixed_gpu < self.loss.pl_batch_shrink:
                 raise UserInputError(
                     f"--batch-gpu ({self.batch_gpu}) must be at least pl_batch_shrink ({self.loss.pl_batch_shrink})."
                 )
@@ -312,6 +334,18 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2)
 
 
+def _check_fit_options(cfg: TrainConfig) -> None:
+    """``--batch-gpu`` is a number or ``auto``; ``--mem-share`` in (0, 1]; ``--cond`` a known encoding."""
+    from styleforge.data.labels import ENCODINGS
+
+    if isinstance(cfg.batch_gpu, str) and cfg.batch_gpu != "auto":
+        raise UserInputError(f"--batch-gpu must be a number of images or 'auto', got {cfg.batch_gpu!r}.")
+    if not 0 < cfg.mem_share <= 1:
+        raise UserInputError(f"--mem-share must be in (0, 1] (a share of the free memory), got {cfg.mem_share}.")
+    if cfg.cond_encoding not in ENCODINGS:
+        raise UserInputError(f"--cond must be one of {', '.join(ENCODINGS)}, got {cfg.cond_encoding!r}.")
+
+
 def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Inverse of :meth:`TrainConfig.to_dict` (strict: unknown keys raise an error listing the valid ones)."""
     return config_from_dict(TrainConfig, data)
@@ -328,7 +362,7 @@ def apply_transfer_defaults(cfg: TrainConfig, network: str) -> TrainConfig:
     out = dataclasses.replace(cfg, init_from=str(network), ema_rampup=None)
     if out.augment is not None:
         out = dataclasses.replace(out, augment=dataclasses.replace(out.augment, ada_kimg=TRANSFER_ADA_KIMG))
-    if out.loss is not None:
+    if out.loss is not None and out.xl is None:  # the official StyleGAN-XL resume keeps its blur schedule
         out = dataclasses.replace(out, loss=dataclasses.replace(out.loss, blur_init_sigma=0.0))
     return out
 
@@ -352,6 +386,14 @@ TRAIN_CONFIGS: dict[str, dict[str, Any]] = {
                            schedule=GrowthSchedule(stabilize_kimg=6.0, fade_kimg=6.0, batch_sizes=((32, 16),),
                                                    kimg_per_resolution=((4, 12.0), (8, 8.0))),
                            ema_beta=0.99)),
+    # StyleGAN-XL: the official train.py sizes (G channel_base/max doubled from --cbase 32768 / --cmax 512).
+    "stylegan-xl": dict(model="stylegan-xl-stem", kimg=25000.0, g_lr=0.0025, tick=4.0, snap=50, batch=64,
+                        xl=XLConfig(), G_overrides=dict(channel_base=65536, channel_max=1024)),
+    # Tests: the tiny stem (320-wide class embedding, to take EfficientNet-lite0 features), the tiny projected
+    # D, 4 head layers per stage, lite0 reading 32 px images for the class embedding.
+    "stylegan-xl-tiny": dict(model="stylegan-xl-stem-tiny", kimg=200.0, g_lr=0.0025, tick=1.0, snap=10, batch=16,
+                             xl=XLConfig(syn_layers=6, head_layers=4, d_tiny=True, embedding_resolution=32),
+                             G_overrides=dict(embed_dim=320)),
 }
 
 def _refuse(cfg: str, given: dict[str, Any]) -> None:
@@ -401,7 +443,7 @@ def make_train_config(
     if cfg not in TRAIN_CONFIGS:
         raise UserInputError(f"Unknown --cfg {cfg!r}; choose one of {', '.join(TRAIN_CONFIGS)}.")
     preset = TRAIN_CONFIGS[cfg]
-    valid = {f.name for f in dataclasses.fields(TrainConfig)} | {"loss_overrides"}
+    valid = {f.name for f in dataclasses.fields(TrainConfig)} | {"loss_overrides", "xl_options"}
     unknown = sorted(set(kwargs) - valid)
     if unknown:
         raise UserInputError(f"Unknown training option(s) {unknown}; valid: {', '.join(sorted(valid))}.")
@@ -413,13 +455,17 @@ def make_train_config(
                   tick_kimg=tick, snap=snap, image_snap=snap if image_snap is None else image_snap,
                   g_opt=OptimConfig(lr=preset["g_lr"] if glr is None else glr),
                   d_opt=OptimConfig(lr=preset.get("d_lr", D_LR) if dlr is None else dlr))
+    if "xl" in preset:
+        return make_xl_train_config(preset, common, kimg, batch, dict(
+            gamma=gamma, aug=aug, p=p, target=target, aug_pipe=aug_pipe, freezed=freezed, no_growing=no_growing),
+            kwargs)
     if "progressive" in preset:
         _refuse(cfg, dict(gamma=gamma, aug=aug, p=p, target=target, aug_pipe=aug_pipe, freezed=freezed or None))
         return _progressive_config(preset, common, kimg, batch, no_growing, resolution or gamma_resolution, kwargs)
     if no_growing:
         raise UserInputError(f"--no-growing is a PGGAN option; --cfg {cfg} does not grow.")
     batch = batch or preset["batch"]
-    res_for_gamma = resolution or gamma_resolution or 256
+    res_for_gamma = (max(resolution) if isinstance(resolution, tuple) else resolution) or gamma_resolution or 256
     gamma = default_gamma(res_for_gamma, batch) if gamma is None else gamma
     is_sg3 = cfg.startswith("stylegan3")
     is_r = cfg.startswith("stylegan3-r")
@@ -518,7 +564,7 @@ def capacity_overrides(cfg: str, cbase: int | None = None, cmax: int | None = No
     them), so that a ported command gives the official widths. ``--fp32`` turns off the float16 blocks and the
     conv clamping.
     """
-    factor = 2 if cfg.startswith("stylegan3-r") else 1
+    factor = 2 if cfg.startswith(("stylegan3-r", "stylegan-xl")) else 1
     both: dict[str, Any] = {k: v for k, v in (("channel_base", cbase), ("channel_max", cmax)) if v is not None}
     if fp32:
         both.update(num_fp16_res=0, conv_clamp=None)
@@ -528,6 +574,8 @@ def capacity_overrides(cfg: str, cbase: int | None = None, cmax: int | None = No
         g["mapping_layers"] = map_layers
     if mbstd_group is not None:
         d["mbstd_group_size"] = mbstd_group
+    if cfg.startswith("stylegan-xl"):  # the projected D has no capacity options
+        return {"G": g} if g else {}
     return {k: v for k, v in (("G", g), ("D", d)) if v}
 
 
@@ -537,7 +585,9 @@ FLAG_FIELDS: dict[str, str] = {
     "outdir": "outdir", "kimg": "kimg", "batch": "batch", "batch_gpu": "batch_gpu", "seed": "seed",
     "tick": "tick_kimg", "snap": "snap", "metrics": "metrics", "freezed": "freezed", "glr": "g_opt.lr",
     "dlr": "d_opt.lr", "gamma": "loss.r1_gamma", "aug": "augment.mode", "p": "augment.p", "target": "augment.target",
-    "aug_pipe": "augment.pipeline", "ops_impl": "ops_impl", "cfg": "cfg",
+    "aug_pipe": "augment.pipeline", "ops_impl": "ops_impl", "cfg": "cfg", "cond_encoding": "cond_encoding",
+    "mem_share": "mem_share", "workers": "workers",
+    "allow_tf32": "allow_tf32",
 }
 
 
@@ -568,6 +618,8 @@ def apply_flags(saved: TrainConfig, flags: dict[str, Any]) -> TrainConfig:
                                       mixed_precision="off" if name == "fp32" and value else out.mixed_precision)
         elif name == "no_growing":
             out = _replace_path(out, "progressive.schedule.growing", not value)
+        elif name == "nobench":
+            out = dataclasses.replace(out, cudnn_benchmark=not value)
         elif name in FLAG_FIELDS:
             out = _replace_path(out, FLAG_FIELDS[name], value)
         else:

@@ -26,6 +26,7 @@ consecutive minibatches. One overflow (fp16 on a GPU) is survived.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -56,7 +57,9 @@ from styleforge.training.checkpoint import (
     state_nbytes,
 )
 from styleforge.training.config import SCHEDULE_FIELDS, TrainConfig, apply_transfer_defaults, train_config_from_dict
+from styleforge.training.data_stream import RealStream, default_workers
 from styleforge.training.distributed import DistContext, init_from_env
+from styleforge.training.memory_fit import resolve_batch_gpu, run_phase_halving_on_oom
 from styleforge.utils.errors import StyleforgeError, UserInputError
 from styleforge.utils.images import make_grid, save_png, to_uint8
 from styleforge.utils.io import atomic_write_json
@@ -84,6 +87,7 @@ FLAG_OF_FIELD = {
     "augment.mode": "--aug", "augment.p": "--p", "augment.target": "--target", "augment.pipeline": "--aug-pipe",
     "mixed_precision": "--fp32", "progressive.schedule.growing": "--no-growing", "kimg": "--kimg",
     "tick_kimg": "--tick", "snap": "--snap", "metrics": "--metrics", "ops_impl": "--ops-impl",
+    "cond_encoding": "--cond", "mem_share": "--mem-share",
 }
 
 
@@ -127,7 +131,12 @@ class Chunk:
 
 
 class Recipe(Protocol):
-    """What a training recipe provides to the engine (see :mod:`styleforge.training.stylegan`)."""
+    """What a training recipe provides to the engine (see :mod:`styleforge.training.stylegan`).
+
+    Optional hooks, called when a recipe has them: ``prepare_fresh_run(run_dir, dist_ctx) -> list[str]`` (a new run,
+    before the networks are broadcast; returns log lines) and ``observe_metric(name, result)`` (each metric
+    computed at a snapshot, on the main process).
+    """
 
     kind: str  # written to the state; a state is resumed only by the recipe of its kind
     G: nn.Module
@@ -395,6 +404,8 @@ class _Engine:
         self.grid_c = torch.zeros(cfg.grid_size, recipe.G.c_dim, device=self.dev)
         if recipe.G.c_dim > 0:
             self.grid_c[torch.arange(cfg.grid_size), torch.arange(cfg.grid_size) % recipe.G.c_dim] = 1
+        if getattr(ds, "label_encoding", None) in ("multi-label", "continuous"):  # labels as found in the data
+            self.grid_c = self.label_table[torch.arange(cfg.grid_size, device=self.dev) % ds.num_images].clone()
 
     # -- one minibatch --
 
@@ -452,8 +463,8 @@ class _Engine:
         reals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         bad = torch.zeros(max(p.index for p in self.recipe.phases) + 1, dtype=torch.float64, device=self.dev)
         ran = [phase for phase in self.recipe.phases if mb.index % phase.interval == 0]
-        for phase in ran:
-            self.run_phase(phase, mb, reals, bad)
+        for phase in ran:  # an out-of-memory error halves batch_gpu once (styleforge.training.memory_fit)
+            mb = run_phase_halving_on_oom(self, phase, mb, reals, bad)
         self.recipe.G.requires_grad_(False)
         self.recipe.D.requires_grad_(False)
         self.recipe.end_minibatch(mb, self.dist)
@@ -529,6 +540,7 @@ class _Engine:
         return "  ".join(parts + [f"ETA {fmt_time(eta)}"])
 
     def end_tick(self, done: bool, milestone: str | None, time_limit_s: float | None) -> None:
+        self.read_nonfinite()
         record = self.tick_record()
         self.records.append(record)
         eta = (self.total_nimg - self.n.cur_nimg) / 1000 * self.sec_per_kimg
@@ -586,15 +598,16 @@ class _Engine:
         if self.dist.is_main:
             from styleforge.loading import save as save_networks
 
-            # The network snapshot first, the training state last: a run killed in between resumes from the
-            # previous state and writes this snapshot again, so no snapshot is ever skipped.
+            # The network snapshot and its metrics first, the training state last: a run killed in between
+            # resumes from the previous state and writes this snapshot and its metrics again, so none is skipped.
             self.final_snapshot = self.run_dir / f"network-snapshot-{self.n.cur_nimg // 1000:06d}"
             save_networks(self.final_snapshot, G=self.recipe.G, D=self.recipe.D, G_ema=self.recipe.G_ema,
                           extra={"cur_nimg": self.n.cur_nimg, "training_config": self.cfg.cfg, "dataset": self.ds.name,
                                  **self.recipe.snapshot_extra()})
+        self.run_metrics()  # on every process, each on its share of the images (rank 0 writes the results)
+        if self.dist.is_main:
             save_rotated_state(self.run_dir, self.state(), self.keep_states)
             self.log(f"snapshot {self.final_snapshot.name} and {STATE_FILE} at kimg {self.n.cur_nimg / 1000:g}")
-            self.run_metrics()
         self.dist.barrier()
 
     def run_metrics(self) -> None:
@@ -604,11 +617,18 @@ class _Engine:
 
         # The official metrics never x-flip the real images.
         reals = self.ds.unmirrored() if hasattr(self.ds, "unmirrored") else self.ds
+        d = self.dist
         for metric in self.cfg.metrics:
             ctx = MetricContext(G=self.recipe.metric_generator(), dataset=reals, device=self.dev,
-                                batch_size=self.cfg.batch_gpu or 16, progress=False)
+                                batch_size=self.cfg.batch_gpu or 16, progress=False, rank=d.rank,
+                                num_ranks=d.world_size, gather=d.all_gather_object if d.distributed else None)
             res = compute_metric(metric, ctx)
             self.log(f"metric {metric}: {res}")
+            observe = getattr(self.recipe, "observe_metric", None)  # optional hook (StyleGAN-XL: plateau rule)
+            if observe is not None:
+                observe(metric, res)
+            if not d.is_main:
+                continue
             with open(self.run_dir / f"metric-{metric}.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps({"kimg": self.n.cur_nimg / 1000, "snapshot": self.final_snapshot.name,
                                     "results": res}) + "\n")
@@ -650,7 +670,8 @@ def run_training(
             result = run_training(cfg, make_recipe, run_dir=run_dir, resume=resume, allow_change=allow_change,
                                   dataset=dataset, dist_ctx=dist_ctx, log=log, progress_bar=progress_bar,
                                   time_limit_s=time_limit_s, keep_states=keep_states)
-        except BaseException:
+        except BaseException as e:
+            _report_to_launcher(e)
             dist_ctx.shutdown(barrier=False)  # the other ranks may not reach a barrier now
             raise
         dist_ctx.shutdown()
@@ -663,8 +684,7 @@ def run_training(
             raise UserInputError(f"{state_dir} holds a {state.get('kind')} run; it cannot be resumed as {cfg.cfg}.")
     elif weights_from is not None:
         cfg = apply_transfer_defaults(cfg, weights_from)
-    ds = dataset if dataset is not None else open_dataset(cfg.data, resolution=cfg.resolution, use_labels=cfg.cond,
-                                                           xflip=cfg.mirror, skip_bad=cfg.skip_bad)
+    ds = dataset if dataset is not None else _open_training_data(cfg, dist_ctx, log)
     if cfg.cond and not ds.has_labels:
         raise UserInputError(f"--cond is on but the dataset {ds.name!r} has no labels; turn it off.")
     changes = check_resume(state_dir, saved, cfg, allow_change) if state is not None else []
@@ -681,8 +701,9 @@ def run_training(
         atomic_write_json(run_dir / "config.json", {"styleforge_version": styleforge.__version__,
                                                     "world_size": dist_ctx.world_size, "train": cfg.to_dict()})
     out = _Log(run_dir, dist_ctx.is_main, log)
-    with _own_randomness(dist_ctx.device, cfg.seed):
+    with _own_randomness(dist_ctx.device, cfg.seed), _precision_policy(cfg, dist_ctx.device):
         recipe = make_recipe(cfg, ds, dist_ctx.device)
+        cfg = resolve_batch_gpu(cfg, recipe, ds, dist_ctx, out)  # --batch-gpu auto: probe steps
         engine = _Engine(cfg, recipe, ds, run_dir, dist_ctx, out)
         engine.keep_states = keep_states
         if state is not None and dist_ctx.is_main:
@@ -694,6 +715,7 @@ def run_training(
             try:
                 engine.loop(time_limit_s)
             finally:
+                engine.stream.close()
                 out.close()
     wall = time.time() - engine.t_start
     out(f"Done: {engine.n.cur_nimg / 1000:.1f} kimg in {fmt_time(wall)}.")
@@ -726,6 +748,15 @@ def _faults_handled(engine: _Engine) -> Iterator[None]:
             signal.signal(signal.SIGINT, previous)
 
 
+def _report_to_launcher(e: BaseException) -> None:
+    """Under torchrun, put this process's error in torchrun's error file, so that the job's summary names it as the
+    root cause (the other processes are then stopped by torchrun)."""
+    if isinstance(e, Exception) and os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+        ErrorHandler().record_exception(e)
+
+
 def _interrupted(engine: _Engine) -> bool:
     """Whether a Ctrl-C asked the run to stop (agreed over all processes, so that all stop at this minibatch)."""
     stop = engine.stop_requested
@@ -739,7 +770,59 @@ def _interrupted(engine: _Engine) -> bool:
     return stop
 
 
+def _real_stream(engine: _Engine) -> RealStream:
+    """The loader of the engine's real images (``cfg.workers`` processes, by default by core count)."""
+    cfg, d, ds = engine.cfg, engine.dist, engine.ds
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(d.world_size)))
+    workers = cfg.workers if cfg.workers is not None else default_workers(ds.num_images, local_world)
+    return RealStream(ds, engine.order, engine.plan, d.rank, d.world_size, engine.dev, workers)
+
+
+def _open_training_data(cfg: TrainConfig, dist_ctx: DistContext, log: Callable[[str], None] | None) -> ImageDataset:
+    """Open the run's dataset. The first process checks every image (once, in worker processes, cached:
+    :mod:`styleforge.data.check`); the others then open it from the cached verdicts, decoding nothing."""
+
+    def opener() -> ImageDataset:
+        return open_dataset(cfg.data, resolution=cfg.resolution, use_labels=cfg.cond and cfg.cond_encoding,
+                            xflip=cfg.mirror,
+                            skip_bad=cfg.skip_bad, log=(log or print) if dist_ctx.is_main else None)
+
+    if not dist_ctx.distributed:
+        return opener()
+    ds, error = None, None
+    if dist_ctx.is_main:
+        try:
+            ds = opener()
+        except UserInputError as e:
+            error = str(e)
+    error = dist_ctx.all_gather_object(error)[0]
+    if error is not None:
+        raise UserInputError(error)
+    return ds if ds is not None else opener()
+
+
+@contextmanager
+def _precision_policy(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
+    """The official CUDA settings for the run, restored afterwards: TF32 off for matmuls and cuDNN unless
+    ``cfg.allow_tf32``; cuDNN benchmarking on unless ``cfg.cudnn_benchmark`` is off (``--nobench``)."""
+    if device.type != "cuda":
+        yield
+        return
+    flags = (torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32"), \
+        (torch.backends.cudnn, "benchmark")
+    saved = [getattr(obj, name) for obj, name in flags]
+    for (obj, name), value in zip(flags, (cfg.allow_tf32, cfg.allow_tf32, cfg.cudnn_benchmark), strict=True):
+        setattr(obj, name, bool(value))
+    try:
+        yield
+    finally:
+        for (obj, name), value in zip(flags, saved, strict=True):
+            setattr(obj, name, value)
+
+
 def _recipe_kind(cfg: TrainConfig) -> str:
+    if cfg.xl is not None:
+        return "stylegan-xl"
     return "pggan" if cfg.progressive is not None else "stylegan"
 
 
@@ -753,11 +836,16 @@ def _start(engine: _Engine, state: dict[str, Any] | None, weights_from: str | No
         if weights_from is not None:
             recipe.load_weights(weights_from)
             log(f"Fine-tuning from {weights_from} (ADA speed 100 kimg, no EMA ramp-up, no blur).")
+        prepare = getattr(recipe, "prepare_fresh_run", None)  # optional hook (StyleGAN-XL: stem, class embeddings)
+        if prepare is not None:
+            for line in prepare(engine.run_dir, d):
+                log(line)
         for net in (recipe.G, recipe.D, recipe.G_ema):
             d.broadcast_module(net)
     ds = engine.ds
     log(f"Run directory: {engine.run_dir}")
-    log(f"Dataset: {ds.name}, {len(ds)} items ({ds.num_images} images), {ds.resolution}x{ds.resolution}x"
+    width, height = getattr(ds, "width", ds.resolution), getattr(ds, "height", ds.resolution)
+    log(f"Dataset: {ds.name}, {len(ds)} items ({ds.num_images} images), {width}x{height}x"
         f"{ds.num_channels}, labels: {ds.label_dim}")
     log(f"G: {sum(p.numel() for p in recipe.G.parameters()):,} parameters; D: "
         f"{sum(p.numel() for p in recipe.D.parameters()):,}; device {d.device}, {d.world_size} process(es)")
