@@ -353,7 +353,8 @@ class SynthesisInput(nn.Module):
         # Sample coordinates: pixel centres of a W x H grid spanning W / sampling_rate by H / sampling_rate units.
         width, height = self.size_wh
         half_w, half_h = 0.5 * width / self.sampling_rate, 0.5 * height / self.sampling_rate
-        theta = torch.tensor([[half_w, 0.0, 0.0], [0.0, half_h, 0.0]], device=w.device).unsqueeze(0)
+        theta = torch.zeros(1, 2, 3, device=w.device)  # filled in place: no host-to-device copy (a CUDA sync)
+        theta[0, 0, 0], theta[0, 1, 1] = half_w, half_h
         grid = F.affine_grid(theta, [1, 1, height, width], align_corners=False)  # [1, H, W, 2]
 
         x = (grid.unsqueeze(3) @ freqs.permute(0, 2, 1).unsqueeze(1).unsqueeze(2)).squeeze(3)  # [N, H, W, C]
