@@ -2,7 +2,7 @@
 message naming the directory and the free space needed, and resumes once space is freed.
 
 Two disks: styleforge's atomic writer behind a byte quota (always), and a real 12 MB tmpfs filled up by another
-file (where this machine lets an unprivileged user namespace mount one: ``unshare -rm``).
+file (STYLEFORGE_RUN_SLOW=1, where the machine lets a user namespace mount one: ``unshare -rm``).
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ cp -a "$DISK/runs" "$OUT/after"
 """
 
 
+@pytest.mark.slow  # three start-ups of the CLI (~30 s on 2 busy cores); the quota drill above runs always
 def test_a_real_full_tmpfs(toy_data, tmp_path):
     if shutil.which("unshare") is None:
         pytest.skip("no unshare(1) to mount a small tmpfs")

@@ -35,6 +35,8 @@ def test_one_rank_raising_mid_tick_stops_every_process(toy_data, tmp_path):
     out = log.read_text()
     assert code != 0, out[-3000:]
     assert "drill: rank 1 fails in minibatch 2" in out, out[-3000:]
+    root_cause = out.split("Root Cause (first observed failure)")[-1]
+    assert "rank      : 1" in root_cause and "drill: rank 1 fails in minibatch 2" in root_cause, root_cause
     run = _proc.latest_run(outdir)
     state, _ = load_latest_state(run)
     assert state["cur_nimg"] == 16 and state["world_size"] == 2

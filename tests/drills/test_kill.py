@@ -19,8 +19,10 @@ import torch
 from click.testing import CliRunner
 
 from styleforge.cli.train import command
+from styleforge.metrics import registry
 from styleforge.training.checkpoint import load_latest_state
 from tests.drills import _proc
+from tests.drills.harness import _install_metric
 
 #: Kills per drill (STYLEFORGE_RUN_SLOW=1: three seeds).
 KILLS = 10
@@ -48,11 +50,6 @@ def _plan(seed: int) -> list[tuple[str, float]]:
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_kill9_at_ten_moments_loses_nothing(toy_data, tmp_path, seed):
-    import sys
-
-    sys.path.insert(0, str(_proc.REPO))
-    from tests.drills.harness import _install_metric
-
     outdir, log = tmp_path / "runs", tmp_path / "drill.log"
     args = _args(toy_data, outdir)
     events = tmp_path / "events"
@@ -97,25 +94,24 @@ def test_kill9_at_ten_moments_loses_nothing(toy_data, tmp_path, seed):
         _proc.check_snapshots(run, state)
     assert len(kills) == KILLS
 
-    # The last resume runs to the end.
-    run = _proc.latest_run(outdir)
-    proc = _proc.start(["train", "--resume", "latest", "--outdir", str(outdir), "--device", "cpu"], log)
-    assert _proc.wait(proc, timeout=240) == 0, log.read_text()[-3000:]
-    final, _ = load_latest_state(run)
-    assert final["cur_nimg"] == TICKS * TICK_IMAGES
-    _proc.check_snapshots(run, final)
-    assert resumes_checked >= 3
-
-    # An uninterrupted run of the same length, in this process with one thread as the subprocesses.
-    if "drill_mean_pixel" not in __import__("styleforge.metrics.registry", fromlist=["_METRICS"])._METRICS:
+    # The last resume runs to the end, and an uninterrupted run of the same length runs from the start: both in
+    # this process with one thread, as the subprocesses.
+    if "drill_mean_pixel" not in registry._METRICS:
         _install_metric(None)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        run = _proc.latest_run(outdir)
+        r = CliRunner().invoke(command, ["--resume", "latest", "--outdir", str(outdir), "--device", "cpu"])
+        assert r.exit_code == 0, r.output
         r = CliRunner().invoke(command, _args(toy_data, tmp_path / "straight"))
+        assert r.exit_code == 0, r.output
     finally:
         torch.set_num_threads(threads)
-    assert r.exit_code == 0, r.output
+    final, _ = load_latest_state(run)
+    assert final["cur_nimg"] == TICKS * TICK_IMAGES
+    _proc.check_snapshots(run, final)
+    assert resumes_checked >= 3
     straight, _ = load_latest_state(_proc.latest_run(tmp_path / "straight"))
     for net in ("G", "D", "G_ema"):
         assert straight[net].keys() == final[net].keys()
