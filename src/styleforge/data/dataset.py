@@ -231,7 +231,7 @@ class _ZipSource(_Source):
     def names(self) -> list[str]:
         return sorted(n for n in self._members
                       if n.lower().endswith(IMAGE_EXTENSIONS) and not n.endswith("/")
-                      and not Path(n).name.startswith(".") and not n.startswith("__MACOSX/"))
+                      and not n.rsplit("/", 1)[-1].startswith(".") and not n.startswith("__MACOSX/"))
 
     def read(self, name: str) -> bytes:
         return self._archive().read(name)
