@@ -50,6 +50,17 @@ def test_generate_grid_video_spectrum(wide, tmp_path):
          tmp_path / "v.gif", "--device", "cpu")
     with Image.open(tmp_path / "v.gif") as im:
         assert im.size == (2 * W, H)
+    multi = save(tmp_path / "multi", G_ema=create_model("stylegan2-tiny", img_resolution=32, img_aspect=(4, 3),
+                                                         c_dim=3, cond_encoding="multi-label"))
+    _run("video", "--network", multi, "--seeds", "0-1", "--frames-per-seed", "1", "--class", "0,2", "--out",
+         tmp_path / "m.gif", "--device", "cpu")
+    cont = save(tmp_path / "cont", G_ema=create_model("stylegan2-tiny", img_resolution=32, img_aspect=(4, 3),
+                                                        c_dim=2, cond_encoding="continuous"))
+    _run("video", "--network", cont, "--seeds", "0-1", "--frames-per-seed", "1", "--cond-vector", "0.2,0.9",
+         "--out", tmp_path / "c.gif", "--device", "cpu")
+    bad = CliRunner().invoke(cli, ["video", "--network", str(cont), "--seeds", "0-1", "--out", str(tmp_path / "x.gif"),
+                                   "--class", "1", "--device", "cpu"])
+    assert bad.exit_code != 0 and "--cond-vector with 2" in bad.output
     _run("spectrum", "--network", sg2, "--data", root / "imgs", "--num", "4", "--out", tmp_path / "s",
          "--device", "cpu")
     summary = json.loads((tmp_path / "s" / "spectrum.json").read_text())

@@ -66,7 +66,9 @@ class VideoOptions:
         loop: return to the first keyframe at the end (seamless loop).
         truncation_psi: truncation towards ``w_avg``.
         noise_mode: ``"const"``, ``"random"`` or ``"none"``.
-        class_idx: class of a conditional network (required when ``c_dim > 0``).
+        class_idx: class of a conditional network (required when ``c_dim > 0``); a tuple of classes for a
+            multi-label one.
+        cond_vector: the attribute values ``c`` of a network conditioned on continuous labels.
         translate_amplitude: radius of the circular translation in ``"translate"`` mode, in image units.
         fps: frames per second of the written video.
         centroids: a ``.npy`` of W centroids (``styleforge centroids``): each keyframe's w is truncated toward
@@ -83,10 +85,11 @@ class VideoOptions:
     loop: bool = True
     truncation_psi: float = 1.0
     noise_mode: str = "const"
-    class_idx: int | None = None
+    class_idx: int | tuple[int, ...] | None = None
     translate_amplitude: float = 0.125
     fps: float = 30.0
     centroids: str | None = None
+    cond_vector: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -141,7 +144,13 @@ class VideoResult:
     note: str = ""
 
 
-def _labels(G: torch.nn.Module, n: int, class_idx: int | None, device: torch.device) -> torch.Tensor:
+def _labels(G: torch.nn.Module, n: int, class_idx: int | tuple[int, ...] | None, device: torch.device,
+            cond_vector: tuple[float, ...] | None = None) -> torch.Tensor:
+    encoding = getattr(getattr(G, "config", None), "cond_encoding", "class")
+    if cond_vector is not None or isinstance(class_idx, tuple) or encoding != "class":
+        from styleforge.generation import make_labels  # multi-hot or continuous c (styleforge.data.labels)
+
+        return make_labels(G, class_idx, n, device, cond_vector=cond_vector)
     c_dim = int(getattr(G, "c_dim", 0))
     c = torch.zeros(n, c_dim, device=device)
     if c_dim > 0:
@@ -223,7 +232,7 @@ def video_frames(
     num_frames = options.num_frames
     z_dim = int(G.z_dim)
     zs = np.stack([z_from_seed(s, z_dim).numpy()[0] for s in options.seeds]).reshape(cells, k, z_dim)
-    c_cell = _labels(G, cells, options.class_idx, device)
+    c_cell = _labels(G, cells, options.class_idx, device, options.cond_vector)
     map_kwargs = {"truncation_psi": options.truncation_psi}
 
     with torch.no_grad():

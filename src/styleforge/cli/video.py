@@ -67,7 +67,10 @@ def _parse_grid(text: str) -> tuple[int, int]:
 @click.option(
     "--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True
 )
-@click.option("--class", "class_idx", type=int, default=None, help="Class of a conditional network.")
+@click.option("--class", "class_idx", default=None,
+              help="Class of a conditional network; several ('3,7') for a multi-label one.")
+@click.option("--cond-vector", default=None,
+              help="Label values of a network conditioned on continuous attributes, e.g. '0.2,0.9'.")
 @click.option("--centroids", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Truncate each keyframe toward the nearest of these W centroids (`styleforge centroids`).")
 @click.option(
@@ -92,7 +95,8 @@ def command(
     no_loop: bool,
     truncation_psi: float,
     noise_mode: str,
-    class_idx: int | None,
+    class_idx: str | None,
+    cond_vector: str | None,
     centroids: str | None,
     translate_amplitude: float,
     fps: float,
@@ -100,6 +104,7 @@ def command(
 ) -> None:
     """Render a video of the network to OUT."""
     from styleforge.analysis.video import VideoOptions, render_video
+    from styleforge.cli.generate import parse_condition
     from styleforge.utils.errors import UserInputError
     from styleforge.utils.seeding import parse_seeds
 
@@ -107,6 +112,7 @@ def command(
         seed_list = tuple(parse_seeds(seeds))
     except ValueError as e:
         raise UserInputError(str(e)) from e
+    classes, vector = parse_condition(class_idx, cond_vector)
     options = VideoOptions(
         seeds=seed_list,
         frames_per_seed=frames_per_seed,
@@ -117,7 +123,8 @@ def command(
         loop=not no_loop,
         truncation_psi=truncation_psi,
         noise_mode=noise_mode,
-        class_idx=class_idx,
+        class_idx=tuple(classes) if isinstance(classes, list) else classes,
+        cond_vector=None if vector is None else tuple(vector),
         translate_amplitude=translate_amplitude,
         fps=fps,
         centroids=centroids,
