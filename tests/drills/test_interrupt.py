@@ -3,6 +3,7 @@ exits at once."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -21,9 +22,10 @@ def _args(toy_data, outdir) -> list[str]:
 
 def test_first_ctrl_c_writes_a_final_state_and_the_run_resumes_from_it(toy_data, tmp_path):
     outdir, log = tmp_path / "runs", tmp_path / "drill.log"
-    proc = _proc.start(_args(toy_data, outdir), log)
+    # With a loader worker process, and the signal sent to the whole process group as a terminal's Ctrl-C is.
+    proc = _proc.start([*_args(toy_data, outdir), "--workers", "1"], log)
     assert _proc.wait_for(lambda: _proc.stats_lines(_proc.latest_run(outdir)) >= 2, 120, proc), log.read_text()
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     assert _proc.wait(proc, timeout=60) == 130, log.read_text()[-2000:]
     run = _proc.latest_run(outdir)
     state, _ = load_latest_state(run)
