@@ -205,3 +205,10 @@ def test_odd_modes_convert_correctly(tmp_path):
     assert ds.num_channels == 4
     img = ds.raw_image(0)
     assert tuple(img[:, 0, 0]) == (200, 100, 50, 255) and img[3, 5, 5] == 0
+
+
+def test_inputs_tried_are_recorded():
+    """The counts of the drills above (run in this order by pytest), for the reliability table."""
+    if not TRIED["decode"]:
+        pytest.skip("run with the other tests of this file")
+    print("hostile image files tried:", TRIED)
