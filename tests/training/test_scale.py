@@ -207,3 +207,42 @@ def test_cli_flags_reach_the_config(toy_data):
     res = CliRunner().invoke(command, ["--cfg", "stylegan2-tiny", "--data", str(toy_data), "--dry-run"])
     cfg = json.loads(res.output)
     assert cfg["workers"] is None and cfg["allow_tf32"] is False and cfg["cudnn_benchmark"] is True
+
+
+def _open_worker(rank: int, world: int, port: int, config, out_dir: str) -> None:
+    import os
+
+    from styleforge.training.distributed import init_from_env
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1", STYLEFORGE_CACHE=os.path.join(out_dir, "cache"))
+    ctx = init_from_env("cpu")
+    try:
+        train(config, run_dir=os.path.join(out_dir, "run"), dist_ctx=ctx, log=lambda m: None)
+    except Exception as e:  # noqa: BLE001  (the message is what the test compares)
+        with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
+            f.write(f"{type(e).__name__}: {e}")
+    finally:
+        ctx.shutdown(barrier=False)
+
+
+def test_bad_data_stops_every_rank_with_the_report(tmp_path):
+    import shutil
+    import socket
+
+    import torch.multiprocessing as mp
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((16, 16, 3), 40 * i, dtype=np.uint8)).save(data / f"{i}.png")
+    (data / "broken.png").write_bytes(b"")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_open_worker, args=(2, port, tiny_config(data), str(tmp_path)), nprocs=2, join=True,
+                       start_method="spawn")
+    msgs = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    assert all(m.startswith("UserInputError") and "broken.png: empty file" in m for m in msgs), msgs
+    shutil.rmtree(tmp_path / "cache", ignore_errors=True)

@@ -789,13 +789,15 @@ def _open_training_data(cfg: TrainConfig, dist_ctx: DistContext, log: Callable[[
 
     if not dist_ctx.distributed:
         return opener()
-    ds, error = None, None
+    ds, error, failure = None, None, None
     if dist_ctx.is_main:
         try:
             ds = opener()
-        except UserInputError as e:
-            error = str(e)
+        except Exception as e:  # every rank must reach the gather below, whatever went wrong
+            error, failure = str(e), e
     error = dist_ctx.all_gather_object(error)[0]
+    if failure is not None:
+        raise failure
     if error is not None:
         raise UserInputError(error)
     return ds if ds is not None else opener()
