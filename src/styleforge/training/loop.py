@@ -38,6 +38,10 @@ def train(cfg: TrainConfig, **options: Any) -> TrainResult:
         UserInputError: bad data, options or resume path, or a resume that would change the run.
         DiskFullError: a write failed for lack of space (the message names the directory and the space needed).
     """
+    if cfg.xl is not None:
+        from styleforge.training.stylegan_xl import StyleGANXLRecipe
+
+        return run_training(cfg, StyleGANXLRecipe, **options)
     if cfg.progressive is not None:
         from styleforge.training.progressive import PGGANRecipe
 
