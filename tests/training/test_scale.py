@@ -246,3 +246,23 @@ def test_bad_data_stops_every_rank_with_the_report(tmp_path):
     msgs = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
     assert all(m.startswith("UserInputError") and "broken.png: empty file" in m for m in msgs), msgs
     shutil.rmtree(tmp_path / "cache", ignore_errors=True)
+
+
+def test_no_host_read_in_the_pggan_minibatch_path(tmp_path, monkeypatch):
+    # Through the fade-in of 8x8 (alpha changes every minibatch) and its stabilisation: the stage lives in device
+    # buffers, read from the host copy that set_stage keeps.
+    from tests.training.test_progressive import _config, _Squares
+
+    counts: collections.Counter = collections.Counter()
+    minibatches = []
+    original = engine_mod._Engine.minibatch
+
+    def counted_minibatch(self):
+        with _count_host_reads(counts):
+            original(self)
+        minibatches.append(self.n.cur_nimg)
+
+    monkeypatch.setattr(engine_mod._Engine, "minibatch", counted_minibatch)
+    cfg = dataclasses.replace(_config(kimg=0.104), tick_kimg=1.0)  # 13 minibatches of 8, one tick
+    train(cfg, run_dir=tmp_path / "run", dataset=_Squares(), device="cpu", log=lambda m: None)
+    assert len(minibatches) == 13 and sum(counts.values()) == 0, dict(counts)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -210,12 +211,25 @@ class _Growing(Network):
     @property
     def current_resolution(self) -> int:
         """Resolution ``R`` of the images the network currently produces (G) or consumes (D)."""
-        return int(self.stage_resolution.item())
+        return self._stage()[0]
 
     @property
     def alpha(self) -> float:
         """Fade-in weight of the newest block, in ``[0, 1]`` (1 = fully faded in)."""
-        return float(self.stage_alpha.item())
+        return self._stage()[1]
+
+    def _stage_key(self) -> tuple[int, int, int, int]:
+        r, a = self.stage_resolution, self.stage_alpha
+        return (r._version, a._version, r.data_ptr(), a.data_ptr())
+
+    def _stage(self) -> tuple[int, float]:
+        """``(R, alpha)``: the host copy :meth:`set_stage` keeps while the buffers are unchanged since (reading a
+        CUDA buffer makes the host wait for the device, at every forward), else read from the buffers (after
+        ``load_state_dict``, an EMA copy, a move to another device)."""
+        if getattr(self, "_stage_host_key", None) != self._stage_key():
+            self._stage_host = (int(self.stage_resolution.item()), float(self.stage_alpha.item()))
+            self._stage_host_key = self._stage_key()
+        return self._stage_host
 
     def set_stage(self, resolution: int, alpha: float = 1.0) -> _Growing:
         """Select the growing stage: output resolution ``R`` and fade-in weight ``alpha`` of the ``R`` block.
@@ -238,6 +252,8 @@ class _Growing(Network):
             raise UserInputError("set_stage: the 4x4 stage has no lower resolution to fade from; use alpha=1")
         self.stage_resolution.fill_(int(resolution))
         self.stage_alpha.fill_(alpha)
+        self._stage_host = (int(resolution), float(np.float32(alpha)))  # as the float32 buffer holds it
+        self._stage_host_key = self._stage_key()
         return self
 
     def extra_repr(self) -> str:
