@@ -177,7 +177,7 @@ class TrainResult:
 def run_description(cfg: TrainConfig, dataset_name: str, world: int) -> str:
     """The run directory name after its number: ``<cfg>-<data>-gpus<N>-batch<B>[-gamma<G>]``."""
     desc = f"{cfg.cfg}-{dataset_name}-gpus{world}-batch{cfg.batch if cfg.batch is not None else 'sched'}"
-    return desc + (f"-gamma{cfg.loss.r1_gamma:g}" if cfg.loss is not None else "")
+    return desc + (f"-gamma{cfg.loss.r1_gamma:g}" if cfg.loss is not None and cfg.xl is None else "")  # XL: no R1
 
 
 def new_run_dir(outdir: Path, desc: str) -> Path:
