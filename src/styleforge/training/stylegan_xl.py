@@ -440,14 +440,14 @@ class StyleGANXLRecipe:
         beta = ema_beta(mb.batch, self.stage_nimg(mb.cur_nimg), self.cfg.ema_kimg, self.cfg.ema_rampup)
         update_ema(self.G_ema, self.G, beta)
         if self.xl.advance_on_plateau and self.stage + 1 < len(self.xl.stages):
-            # the metric ran on the main process only: every process learns its verdict here
+            # one verdict for every process (whichever processes saw the metric's result)
             flag = torch.tensor([float(self.plateau.get("verdict", 0))], device=self.dev)
             if float(dist_ctx.all_reduce(flag)[0]) > 0 and not self.plateau["pending"]:
                 self.plateau["pending"] = mb.cur_nimg + mb.batch
             self.plateau["verdict"] = 0
 
     def observe_metric(self, name: str, result: dict[str, float]) -> None:
-        """A metric computed at a snapshot (main process): counts evaluations without improvement."""
+        """A metric computed at a snapshot: counts the evaluations without improvement (lower is better)."""
         if not self.xl.advance_on_plateau or name != self.xl.plateau_metric or self.plateau["pending"]:
             return
         value = float(next(iter(result.values())))
