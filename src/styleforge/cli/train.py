@@ -80,6 +80,8 @@ _NOT_CONFIG = ("resume", "allow_change", "device", "dry_run", "keep_states")
               help="StyleGAN-XL: DeiT-small distilled weights for guidance [default: EfficientNet-lite0].")
 @click.option("--hinge-reduction", type=click.Choice(["official", "mean"]), default=None,
               help="StyleGAN-XL hinge loss: official (sums over samples) or mean [default: official].")
+@click.option("--d-feature-res", "d_feature_resolution", type=int, default=None,
+              help="StyleGAN-XL: EfficientNet-lite0-only D reading images at this size, not 224 (small CPU runs).")
 @click.option("--class-embedding", type=click.Choice(["lite0", "random"]), default=None,
               help="StyleGAN-XL: start the class embeddings from EfficientNet-lite0 features [default] or random.")
 @click.option("--skip-bad", is_flag=True, help="Leave out unreadable images instead of stopping.")

@@ -199,7 +199,12 @@ CLI_OPTIONS = {
     "deit_weights": "deit_weights", "classifier_weights": "classifier_weights",
     "hinge_reduction": "hinge_reduction", "class_embedding": "class_embedding",
     "advance_on_plateau": "advance_on_plateau", "plateau_patience": "plateau_patience",
+    "d_feature_resolution": "d_feature_resolution",
 }
+
+
+#: CLI flags whose name is not the option name with dashes
+_FLAG_NAMES = {"d_feature_resolution": "--d-feature-res"}
 
 
 def _numbers(text: str, kind: type, flag: str) -> tuple:
@@ -218,7 +223,7 @@ def xl_cli_options(cfg: str, opts: dict[str, Any]) -> dict[str, Any]:
     if not cfg.startswith("stylegan-xl"):
         names = sorted(given) + (["superres"] if superres else [])
         if names:
-            flags = ", ".join("--" + n.replace("_", "-") for n in names)
+            flags = ", ".join(_FLAG_NAMES.get(n, "--" + n.replace("_", "-")) for n in names)
             raise UserInputError(f"{flags}: StyleGAN-XL options; --cfg {cfg} does not use them.")
         return {}
     if superres != ("path_stem" in given):
