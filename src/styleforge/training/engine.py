@@ -25,6 +25,7 @@ consecutive minibatches. One overflow (fp16 on a GPU) is survived.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -397,6 +398,8 @@ class _Engine:
         self.maintenance = 0.0
         self.keep_states = DEFAULT_KEEP_STATES  # training states kept (--keep-states)
         self.stop_requested = False  # set by the first Ctrl-C: stop after this minibatch with a snapshot
+        self._stop_local = False  # this process saw a Ctrl-C (its vote, under several processes)
+        self._stop_votes: collections.deque = collections.deque()  # votes started, not yet read
         labels = [ds.get_label(i) for i in range(ds.num_images)] if ds.has_labels else []
         self.label_table = torch.from_numpy(np.stack(labels)).to(self.dev) if labels else \
             torch.zeros(ds.num_images, 0, device=self.dev)
@@ -757,12 +760,33 @@ def _report_to_launcher(e: BaseException) -> None:
         ErrorHandler().record_exception(e)
 
 
+_STOP_VOTE_LAG = 2  # minibatches between a rank's Ctrl-C vote and its reading
+
+
 def _interrupted(engine: _Engine) -> bool:
-    """Whether a Ctrl-C asked the run to stop (agreed over all processes, so that all stop at this minibatch)."""
+    """Whether a Ctrl-C asked the run to stop. With several processes the ranks vote, so that all stop at the same
+    minibatch, without a host wait per minibatch: each minibatch starts an all-reduce of the local flag and a
+    non-blocking copy of the result to host memory, and reads the vote started ``_STOP_VOTE_LAG`` minibatches
+    earlier, which finished long ago (every rank reads the same vote, so all agree)."""
     stop = engine.stop_requested
     if engine.dist.distributed:
-        flag = torch.tensor([1.0 if stop else 0.0], device=engine.dev)
-        stop = bool(engine.dist.all_reduce(flag).item() > 0)
+        votes = engine._stop_votes
+        engine._stop_local = engine._stop_local or stop
+        flag = engine.dist.all_reduce(torch.full((1,), 1.0 if engine._stop_local else 0.0, device=engine.dev))
+        on_cuda = flag.device.type == "cuda"
+        host = torch.empty(1, pin_memory=on_cuda)
+        host.copy_(flag, non_blocking=on_cuda)
+        event = None
+        if on_cuda:
+            event = torch.cuda.Event()
+            event.record()
+        votes.append((host, event))
+        stop = False
+        if len(votes) > _STOP_VOTE_LAG:
+            host, event = votes.popleft()
+            if event is not None:
+                event.synchronize()  # recorded minibatches ago: waits for nothing still running
+            stop = bool(host.numpy()[0] > 0)  # a host tensor: no device read
         engine.stop_requested = stop
     if stop:
         engine.log(f"Interrupted at kimg {engine.n.cur_nimg / 1000:g}: writing a snapshot and the training state "
