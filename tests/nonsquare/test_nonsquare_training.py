@@ -243,3 +243,12 @@ def test_square_only_networks_refuse_non_square_or_list_labels(wide_zip):
     with pytest.raises(UserInputError, match="makes square images only"):
         data_shape_overrides("pggan", "G", fields, ds)
     assert data_shape_overrides("stylegan2", "G", {"img_aspect", "cond_encoding"}, ds) == {"img_aspect": (4, 3)}
+
+
+def test_integer_vectors_with_repeats_are_read_as_numbers():
+    from styleforge.data.labels import detect_encoding
+
+    names = ["a.png", "b.png"]
+    assert detect_encoding([[3, 7], [1]], names, "x/dataset.json") == "multi-label"
+    # [0, 1, 0] cannot be a set of classes: it is a multi-hot vector written with integers (official: numbers)
+    assert detect_encoding([[0, 1, 0], [1, 0, 1]], names, "x/dataset.json") == "continuous"

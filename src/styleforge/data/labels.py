@@ -3,7 +3,9 @@
 ``dataset.json`` holds ``{"labels": [[file name, label], ...]}``; a label is
 
 - an integer ``3``: one class (``class``): the conditioning vector ``c`` is one-hot (the official format);
-- a list of integers ``[3, 7]``: several classes (``multi-label``): ``c`` is multi-hot;
+- a list of integers ``[3, 7]``: several classes (``multi-label``): ``c`` is multi-hot. Integer lists with a
+  repeated entry (``[0, 1, 0]``: a vector written with integers) are read as numbers, as the official loader
+  reads every list;
 - a list of numbers ``[0.2, 0.9]``: continuous attributes such as age or pose (``continuous``): ``c`` is the
   list itself, and every list must have the same length.
 
@@ -66,7 +68,11 @@ def detect_encoding(raw: Sequence[object], names: Sequence[str], where: str) -> 
     if present == {"int"}:
         return "class"
     if present <= {"int-list", "float-list"}:
-        return "continuous" if "float-list" in present else "multi-label"
+        if "float-list" in present or any(len(set(v)) < len(v) for v in raw):
+            # A repeated entry cannot be a list of classes: [0, 1, 0] is a vector written with integers, which
+            # the official loader reads as numbers too.
+            return "continuous"
+        return "multi-label"
     ints = [i for i, k in enumerate(kinds) if k == "int"]
     lists = [i for i, k in enumerate(kinds) if k != "int"]
     raise UserInputError(
