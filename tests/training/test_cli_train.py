@@ -34,7 +34,7 @@ def test_cli_run_and_resume_latest(toy_data, tmp_path):
     r = CliRunner().invoke(command, [*common, "--kimg", "0.008"])
     assert r.exit_code == 0, r.output
     (run,) = list(tmp_path.iterdir())
-    assert run.name == "00000-stylegan2-tiny-toy0-gpus1-batch4-gamma0.0128"
+    assert run.name == f"00000-stylegan2-tiny-{toy_data.name}-gpus1-batch4-gamma0.0128"  # toy0, toy1, ...
     r = CliRunner().invoke(command, [*common, "--kimg", "0.016", "--resume", "latest"])
     assert r.exit_code == 0, r.output
     assert list(tmp_path.iterdir()) == [run]
