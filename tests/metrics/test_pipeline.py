@@ -277,3 +277,43 @@ def test_generated_features_shared_between_metrics(folders):
     report = evaluate(G, open_dataset(folders[0]), ["kid5k_full", "kid10k_full"], num_gen=4, batch_size=4)
     assert G.calls == 1  # one batch of 4, generated once for both metrics
     assert report["results"]["kid5k_full"] == report["results"]["kid10k_full"]
+
+
+def test_ppl_shared_by_two_ranks_equals_one_process(tmp_path):
+    """Each rank embeds every other batch of pairs; the gathered distances give the single-process value (two
+    threads stand in for two processes: ``gather`` meets at a barrier)."""
+    import threading
+
+    import styleforge
+    from tests.feature_nets.test_vgg16 import _lin_state, _tv_conv_state
+
+    torch.save(_tv_conv_state(0), tmp_path / "vgg16.pth")
+    torch.save(_lin_state(1), tmp_path / "vgg.pth")
+    G = styleforge.create_model("stylegan2-tiny")
+    opts = {"vgg16": str(tmp_path / "vgg16.pth"), "lpips": str(tmp_path / "vgg.pth"), "ppl_batch_size": 2}
+    one = compute_metric("ppl2_wend", MetricContext(G=G, num_gen=7, progress=False, options=opts))["ppl2_wend"]
+    parts: list = [None, None]
+    barrier = threading.Barrier(2)
+    shares: list = [0, 0]
+
+    def gather(rank):
+        def fn(obj):
+            parts[rank] = obj
+            shares[rank] = len(obj)
+            barrier.wait()
+            return list(parts)
+        return fn
+
+    results = [None, None]
+
+    def run(rank):
+        ctx = MetricContext(G=G, num_gen=7, progress=False, options=opts, rank=rank, num_ranks=2, gather=gather(rank))
+        results[rank] = compute_metric("ppl2_wend", ctx)["ppl2_wend"]
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert shares == [2, 2]  # 4 batches of pairs (2, 2, 2, 1), split between the ranks
+    assert results[0] == results[1] == pytest.approx(one, rel=1e-12)

@@ -8,6 +8,8 @@ StyleGAN2 metric): W space, ``t = 0`` (path endpoints), ``eps = 1e-4``, no crop,
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -50,6 +52,23 @@ def _prepare(img: torch.Tensor, crop: bool) -> torch.Tensor:
     return img
 
 
+def _path_distances(G: Any, lpips: Any, z: torch.Tensor, t: torch.Tensor, c: torch.Tensor, epsilon: float,
+                    space: str, crop: bool) -> np.ndarray:
+    """``[b]`` squared LPIPS distances / epsilon^2 between the images at ``t`` and ``t + epsilon`` of ``b`` paths
+    (``z``: ``[2b, z_dim]``, the two ends of each path)."""
+    if space == "w":
+        w0, w1 = G.mapping(z, torch.cat([c, c])).chunk(2)
+        tt = t[:, :, None]
+        ws = torch.cat([w0.lerp(w1, tt), w0.lerp(w1, tt + epsilon)])
+    else:
+        z0, z1 = z.chunk(2)
+        zt = torch.cat([slerp(z0, z1, t), slerp(z0, z1, t + epsilon)])
+        ws = G.mapping(zt, torch.cat([c, c]))
+    img = _prepare(G.synthesis(ws, noise_mode="const"), crop)
+    e0, e1 = lpips.embed(img).chunk(2)
+    return ((e0 - e1).square().sum(dim=1) / epsilon**2).double().cpu().numpy()
+
+
 def compute_ppl(
     ctx: MetricContext,
     num_samples: int,
@@ -85,29 +104,26 @@ def compute_ppl(
     gen = torch.Generator(device="cpu").manual_seed(ctx.seed)
     labels = fx.label_sampler(G, ctx.dataset, ctx.seed, ctx.device)
     batch = int(ctx.options.get("ppl_batch_size", PPL_BATCH_SIZE))
-    dists: list[np.ndarray] = []
+    # With several processes every one draws every batch's random numbers (so the pairs are those of one
+    # process) and embeds only its share, batches rank, rank + num_ranks, ...; the distances are gathered in
+    # batch order.
+    mine: list[tuple[int, np.ndarray]] = []
     with fx.eval_mode(G), fx.progress_bar(n, "ppl pairs", ctx.progress) as bar, torch.no_grad():
-        done = 0
+        done = index = 0
         while done < n:
             b = min(batch, n - done)
             t = torch.rand(b, 1, generator=gen) * (1.0 if sampling == "full" else 0.0)
             z = torch.randn(2 * b, G.z_dim, generator=gen)
-            t = t.to(ctx.device)
-            z = z.to(ctx.device)
             c = labels(b)
-            if space == "w":
-                w0, w1 = G.mapping(z, torch.cat([c, c])).chunk(2)
-                tt = t[:, :, None]
-                ws = torch.cat([w0.lerp(w1, tt), w0.lerp(w1, tt + epsilon)])
-            else:
-                z0, z1 = z.chunk(2)
-                zt = torch.cat([slerp(z0, z1, t), slerp(z0, z1, t + epsilon)])
-                ws = G.mapping(zt, torch.cat([c, c]))
-            img = _prepare(G.synthesis(ws, noise_mode="const"), crop)
-            e0, e1 = lpips.embed(img).chunk(2)
-            dists.append(((e0 - e1).square().sum(dim=1) / epsilon**2).double().cpu().numpy())
+            if index % ctx.num_ranks == ctx.rank:
+                mine.append((index, _path_distances(G, lpips, z.to(ctx.device), t.to(ctx.device), c, epsilon,
+                                                    space, crop)))
+                bar.update(b * ctx.num_ranks)
             done += b
-            bar.update(b)
+            index += 1
+    if ctx.num_ranks > 1:
+        mine = sorted((item for part in ctx.gather(mine) for item in part), key=lambda item: item[0])
+    dists = [d for _, d in mine]
     value = ppl_from_distances(np.concatenate(dists))
     fx.record_result(
         ctx,
