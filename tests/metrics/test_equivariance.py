@@ -215,3 +215,38 @@ def test_cli_prints_db_values(tmp_path):
     assert bad.exit_code != 0 and "eqx" in bad.output and "Traceback" not in bad.output
     sg2 = CliRunner().invoke(cli, ["equivariance", "--model", "stylegan2-tiny", "--num", "4"])
     assert sg2.exit_code != 0 and "config B" in sg2.output
+
+
+def test_two_ranks_sharing_the_batches_equal_one_process():
+    """Each rank runs every other batch (drawing every batch's latents and transforms); the added error sums give
+    the single-process values. Two threads stand in for two processes (``gather`` meets at a barrier)."""
+    import threading
+
+    torch.manual_seed(0)
+    G = styleforge.create_model("stylegan3-r-tiny")
+    cfg = EquivarianceConfig(num_samples=10, batch_size=3, eqt_int=True, eqt_frac=True, eqr=True, seed=2)
+    one = compute_equivariance(G, cfg)
+    parts: list = [None, None]
+    barrier = threading.Barrier(2)
+    results: list = [None, None]
+    ran: list = [0, 0]
+
+    def run(rank: int) -> None:
+        def gather(obj):
+            parts[rank] = obj
+            barrier.wait()
+            return list(parts)
+
+        def count(name, ref, img, mask):
+            ran[rank] += name == "eqt_int"
+
+        results[rank] = compute_equivariance(G, cfg, rank=rank, num_ranks=2, gather=gather, on_batch=count)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert ran == [2, 2]  # batches of 3, 3, 3, 1: two each
+    for key in one:
+        assert results[0][key] == results[1][key] == pytest.approx(one[key], rel=1e-9), key

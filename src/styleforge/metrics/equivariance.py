@@ -41,6 +41,7 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -426,6 +427,9 @@ def compute_equivariance(
     device: torch.device | str = "cpu",
     progress: Callable[[int], None] | None = None,
     on_batch: Callable[[str, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+    rank: int = 0,
+    num_ranks: int = 1,
+    gather: Callable[[Any], list[Any]] | None = None,
 ) -> dict[str, float]:
     """EQ-T, EQ-T_frac and/or EQ-R of ``G`` in dB.
 
@@ -439,6 +443,9 @@ def compute_equivariance(
             the metric compares (``[N, C, H, W]`` each; ``mask`` is 1 on the valid pixels): the transformed
             output ``t[g(z)]``, the output of the transformed input ``g(t[z])`` (for EQ-R after the
             pseudo-rotation filter), as :mod:`styleforge.analysis.equivariance_images` draws them.
+        rank, num_ranks, gather: several processes computing the metric together: every one draws every
+            batch's latents and transforms, runs only batches ``rank, rank + num_ranks, ...``, and the error
+            sums are added over the processes through ``gather`` (``all_gather_object``).
 
     Returns:
         ``{"eqt_int": dB, "eqt_frac": dB, "eqr": dB}`` for the selected metrics.
@@ -476,7 +483,10 @@ def compute_equivariance(
         if on_batch is not None:
             on_batch(name, ref, img, mask)
 
-    done = 0
+    def draw_shift() -> torch.Tensor:
+        return (torch.rand(2, generator=gen_t) * 2 - 1) * config.translate_max
+
+    done = index = 0
     while done < config.num_samples:
         batch = min(config.batch_size, config.num_samples - done)
         # Fresh constant noise per batch (StyleGAN2 noise buffers are fixed in pixel space).
@@ -485,34 +495,41 @@ def compute_equivariance(
                 buf.copy_(torch.randn(buf.shape, generator=gen).to(buf.device))
         z = torch.randn([batch, G.z_dim], generator=gen).to(device)
         c = _random_labels(G.c_dim, batch, gen, device)
-        ws = G.mapping(z, c, truncation_psi=config.truncation_psi)
+        t_int = draw_shift() if config.eqt_int else None
+        t_frac = draw_shift() if config.eqt_frac else None
+        angle = (torch.rand([], generator=gen_t) * 2 - 1) * (config.rotate_max * math.pi) if config.eqr else None
+        if index % num_ranks == rank:
+            ws = G.mapping(z, c, truncation_psi=config.truncation_psi)
 
-        def synth(m: torch.Tensor, ws: torch.Tensor = ws) -> torch.Tensor:
-            return G.synthesis(ws, transform=m.to(device), noise_mode="const")
+            def synth(m: torch.Tensor, ws: torch.Tensor = ws) -> torch.Tensor:
+                return G.synthesis(ws, transform=m.to(device), noise_mode="const")
 
-        orig = synth(eye)
-        if config.eqt_int:
-            t = (torch.rand(2, generator=gen_t) * 2 - 1) * config.translate_max
-            t = (t * res).round() / res
-            m = eye.clone()
-            m[:2, 2] = -t
-            ref, mask = apply_integer_translation(orig, t[0] * to_w, t[1] * to_h)
-            _compare("eqt_int", ref, synth(m), mask)
-        if config.eqt_frac:
-            t = (torch.rand(2, generator=gen_t) * 2 - 1) * config.translate_max
-            m = eye.clone()
-            m[:2, 2] = -t
-            ref, mask = apply_fractional_translation(orig, t[0] * to_w, t[1] * to_h)
-            _compare("eqt_frac", ref, synth(m), mask)
-        if config.eqr:
-            angle = (torch.rand([], generator=gen_t) * 2 - 1) * (config.rotate_max * math.pi)
-            img = synth(rotation_matrix(-angle))
-            ref, ref_mask = apply_fractional_rotation(orig, angle.to(device))
-            pseudo, pseudo_mask = apply_fractional_pseudo_rotation(img, angle.to(device))
-            _compare("eqr", ref, pseudo, ref_mask * pseudo_mask)
+            orig = synth(eye)
+            if t_int is not None:
+                t = (t_int * res).round() / res
+                m = eye.clone()
+                m[:2, 2] = -t
+                ref, mask = apply_integer_translation(orig, t[0] * to_w, t[1] * to_h)
+                _compare("eqt_int", ref, synth(m), mask)
+            if t_frac is not None:
+                m = eye.clone()
+                m[:2, 2] = -t_frac
+                ref, mask = apply_fractional_translation(orig, t_frac[0] * to_w, t_frac[1] * to_h)
+                _compare("eqt_frac", ref, synth(m), mask)
+            if angle is not None:
+                img = synth(rotation_matrix(-angle))
+                ref, ref_mask = apply_fractional_rotation(orig, angle.to(device))
+                pseudo, pseudo_mask = apply_fractional_pseudo_rotation(img, angle.to(device))
+                _compare("eqr", ref, pseudo, ref_mask * pseudo_mask)
         done += batch
+        index += 1
         if progress is not None:
             progress(done)
+    if num_ranks > 1:
+        if gather is None:
+            raise ValueError("compute_equivariance: num_ranks > 1 needs a gather function")
+        parts = gather(sums)
+        sums = {n: sum((part[n] for part in parts), torch.zeros(2, dtype=torch.float64)) for n in names}
     return {n: psnr_db(float(s[0]), float(s[1])) for n, s in sums.items()}
 
 
@@ -541,7 +558,8 @@ def _metric_from_context(ctx: MetricContext, key: str, **flags: bool) -> dict[st
             bar.refresh()
 
     try:
-        out = compute_equivariance(ctx.G, config, device=ctx.device, progress=update)
+        out = compute_equivariance(ctx.G, config, device=ctx.device, progress=update, rank=ctx.rank,
+                                   num_ranks=ctx.num_ranks, gather=ctx.gather)
     finally:
         if bar is not None:
             bar.close()
