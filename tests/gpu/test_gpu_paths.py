@@ -5,7 +5,6 @@ float32), pinned batches from the data stream. ``python benchmarks/gpu_suite.py`
 
 from __future__ import annotations
 
-import collections
 import math
 import os
 import socket
@@ -64,20 +63,12 @@ def _toy_folder(root, n=16, res=16):
 
 
 def test_ada_training_with_fp16_d_blocks_and_no_host_reads(tmp_path, monkeypatch):
-    from styleforge.training import engine as engine_mod
     from styleforge.training.loop import train
     from tests.training.conftest import tiny_config
-    from tests.training.test_scale import _count_host_reads
+    from tests.training.test_scale import count_minibatch_host_reads
 
     cfg = tiny_config(_toy_folder(tmp_path / "data"), ticks=1, tick_images=16)  # mixed precision auto: fp16
-    counts: collections.Counter = collections.Counter()
-    run_minibatch = engine_mod._Engine.minibatch
-
-    def counted(self):
-        with _count_host_reads(counts):
-            run_minibatch(self)
-
-    monkeypatch.setattr(engine_mod._Engine, "minibatch", counted)
+    counts, _ = count_minibatch_host_reads(monkeypatch)
     res = train(cfg, run_dir=tmp_path / "run", device="cuda", log=lambda m: None)
     assert sum(counts.values()) == 0, dict(counts)
     rec = res.stats[-1]

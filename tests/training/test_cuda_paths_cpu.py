@@ -14,11 +14,10 @@ import torch
 import styleforge.layers.stylegan2_blocks as blocks
 from styleforge.ops.filtered_lrelu import CompiledFilteredLrelu, filtered_lrelu
 from styleforge.ops.filters import kaiser_lowpass
-from styleforge.training import engine as engine_mod
 from styleforge.training.checkpoint import load_training_state
 from styleforge.training.loop import train
 from tests.training.conftest import tiny_config
-from tests.training.test_scale import _count_host_reads
+from tests.training.test_scale import count_minibatch_host_reads
 
 
 def test_training_step_with_float16_blocks_forced_on_cpu(toy_data, tmp_path, monkeypatch):
@@ -35,14 +34,7 @@ def test_training_step_with_float16_blocks_forced_on_cpu(toy_data, tmp_path, mon
 
     monkeypatch.setattr(blocks, "block_dtype", fp16_everywhere)
     cfg = dataclasses.replace(tiny_config(toy_data, ticks=1, tick_images=4), mixed_precision="on")
-    counts: collections.Counter = collections.Counter()
-    run_minibatch = engine_mod._Engine.minibatch
-
-    def counted(self):
-        with _count_host_reads(counts):
-            run_minibatch(self)
-
-    monkeypatch.setattr(engine_mod._Engine, "minibatch", counted)
+    counts, _ = count_minibatch_host_reads(monkeypatch)
     res = train(cfg, run_dir=tmp_path / "run", device="cpu", log=lambda m: None)
     assert dtypes[torch.float16] > 0 and sum(counts.values()) == 0
     rec = res.stats[-1]

@@ -56,13 +56,11 @@ def _count_host_reads(counts: collections.Counter):
             setattr(torch.Tensor, name, fn)
 
 
-@pytest.mark.parametrize("cfg", ["stylegan2-tiny", "stylegan3-r-tiny"])
-def test_no_host_read_in_the_minibatch_path(toy_data, tmp_path, monkeypatch, cfg):
-    # 6 minibatches of 4 images in 2 rounds each, one tick: every phase (Gmain, Greg with pl lengths, Dmain with
-    # ADA signs, Dreg) and the ADA adjustment run; the tick's statistics are read only at the end.
-    config = tiny_config(toy_data, cfg=cfg, ticks=1, tick_images=24, batch_gpu=2)
+def count_minibatch_host_reads(monkeypatch) -> tuple[collections.Counter, list[int]]:
+    """Patch the engine so that every minibatch counts its host reads into ``counts`` and appends its image
+    counter to ``minibatches``; returns both (filled while training runs)."""
     counts: collections.Counter = collections.Counter()
-    minibatches = []
+    minibatches: list[int] = []
     original = engine_mod._Engine.minibatch
 
     def counted_minibatch(self):
@@ -71,6 +69,15 @@ def test_no_host_read_in_the_minibatch_path(toy_data, tmp_path, monkeypatch, cfg
         minibatches.append(self.n.cur_nimg)
 
     monkeypatch.setattr(engine_mod._Engine, "minibatch", counted_minibatch)
+    return counts, minibatches
+
+
+@pytest.mark.parametrize("cfg", ["stylegan2-tiny", "stylegan3-r-tiny"])
+def test_no_host_read_in_the_minibatch_path(toy_data, tmp_path, monkeypatch, cfg):
+    # 6 minibatches of 4 images in 2 rounds each, one tick: every phase (Gmain, Greg with pl lengths, Dmain with
+    # ADA signs, Dreg) and the ADA adjustment run; the tick's statistics are read only at the end.
+    config = tiny_config(toy_data, cfg=cfg, ticks=1, tick_images=24, batch_gpu=2)
+    counts, minibatches = count_minibatch_host_reads(monkeypatch)
     res = train(config, run_dir=tmp_path / "run", device="cpu", log=lambda m: None)
     assert len(minibatches) == 6 and res.cur_tick == 1
     assert sum(counts.values()) == 0, f"host reads in the minibatch path: {dict(counts)}"
@@ -253,16 +260,7 @@ def test_no_host_read_in_the_pggan_minibatch_path(tmp_path, monkeypatch):
     # buffers, read from the host copy that set_stage keeps.
     from tests.training.test_progressive import _config, _Squares
 
-    counts: collections.Counter = collections.Counter()
-    minibatches = []
-    original = engine_mod._Engine.minibatch
-
-    def counted_minibatch(self):
-        with _count_host_reads(counts):
-            original(self)
-        minibatches.append(self.n.cur_nimg)
-
-    monkeypatch.setattr(engine_mod._Engine, "minibatch", counted_minibatch)
+    counts, minibatches = count_minibatch_host_reads(monkeypatch)
     cfg = dataclasses.replace(_config(kimg=0.104), tick_kimg=1.0)  # 13 minibatches of 8, one tick
     train(cfg, run_dir=tmp_path / "run", dataset=_Squares(), device="cpu", log=lambda m: None)
     assert len(minibatches) == 13 and sum(counts.values()) == 0, dict(counts)
