@@ -44,6 +44,11 @@ def _browser_paths() -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def server_url():
+    yield from serve(Explorer(["builtin:emoji"]))
+
+
+def serve(explorer: Explorer):
+    """Run the real server (uvicorn) for ``explorer`` on a free local port in a thread; yields its URL."""
     require("uvicorn")
     import uvicorn
 
@@ -52,7 +57,7 @@ def server_url():
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(Explorer(["builtin:emoji"])), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(explorer), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -9,6 +9,9 @@ naming the field). :class:`Explorer` holds the networks the command line allowed
   order does not matter). An integer seed runs exactly ``G.mapping`` then ``G.synthesis`` with the arguments
   ``G(z, c, ...)`` uses, so the frame equals ``styleforge generate`` pixel for pixel. ``latent="w"`` uses a
   projected ``w`` ``[1, num_ws, w_dim]`` uploaded by the page (the ``styleforge project`` format), untruncated.
+- **conditioning**: ``c`` follows the network's ``cond_encoding`` (sent to the page with ``c_dim``): one
+  ``class_idx`` (one-hot), a set of ``classes`` (multi-hot, multi-label networks) or a ``cond_vector`` of
+  ``c_dim`` attribute values (continuous networks), as ``styleforge generate`` builds it (:func:`request_labels`).
 - **style mixing**: ``ws[:, mix_start:mix_end]`` are taken from a second seed.
 - **edits**: ``ws[:, layers] += sum_k edits[k] * scale[k] * d[k]`` for the directions of a ``dirs.npz`` file,
   where ``scale[k]`` is the standard deviation of ``w`` along ``d[k]`` (measured once on 512 seeds), so a slider
@@ -47,6 +50,8 @@ __all__ = [
     "RenderRequest",
     "parse_request",
     "parse_uploaded_w",
+    "request_labels",
+    "cond_encoding",
     "Explorer",
     "Frame",
     "FORMATS",
@@ -71,6 +76,10 @@ AUTO_PNG_PIXELS = 256 * 256
 SCALE_SAMPLES = 512
 #: measured activation bytes per image are multiplied by this to allow for temporaries
 MEMORY_SAFETY = 3.0
+#: longest ``cond_vector`` / ``classes`` list a request may carry
+MAX_COND_DIM = 4096
+#: largest magnitude of a ``cond_vector`` entry
+MAX_COND_VALUE = 1e6
 #: largest uploaded .npz accepted, in bytes
 MAX_UPLOAD_BYTES = 8 * 2**20
 _MIB = 2**20
@@ -92,6 +101,7 @@ class RenderRequest:
     cutoff: int | None = None               # Truncate only the first this many ws; None = all.
     noise_mode: str = "const"               # "const", "random" or "none".
     class_idx: int | None = None            # Class of a conditional network.
+    classes: tuple[int, ...] | None = None  # Classes of a multi-label network (multi-hot c); () = none.
     cond_vector: tuple[float, ...] | None = None  # c of a network conditioned on continuous attributes.
     mix_seed: float | None = None           # Style mixing seed; None = no mixing.
     mix_start: int = 0                      # First ws index taken from the mixing seed.
@@ -144,6 +154,31 @@ def _string(name: str, v: Any) -> str:
     return v
 
 
+def _class_set(v: Any) -> tuple[int, ...]:
+    """``classes``: a list of distinct class indices (the order does not matter; sorted)."""
+    if not isinstance(v, (list, tuple)) or len(v) > MAX_COND_DIM:
+        raise UserInputError(f"'classes' must be a list of class indices such as [3, 7], got {v!r:.200}.")
+    out = tuple(_integer("classes", k, 0, 1 << 20) for k in v)
+    twice = sorted({k for k in out if out.count(k) > 1})
+    if twice:
+        raise UserInputError(f"'classes' lists class {twice[0]} more than once; give each class once.")
+    return tuple(sorted(out))
+
+
+def _cond_vector(v: Any) -> tuple[float, ...]:
+    """``cond_vector``: a list of finite numbers (its length is checked against the network later)."""
+    if not isinstance(v, (list, tuple)) or len(v) > MAX_COND_DIM:
+        raise UserInputError(f"'cond_vector' must be a list of numbers such as [0.2, 0.9], got {v!r:.200}.")
+    for i, x in enumerate(v):
+        if not _is_number(x) or abs(x) > MAX_COND_VALUE:
+            what = "NaN" if isinstance(x, float) and math.isnan(x) else repr(x)
+            raise UserInputError(
+                f"'cond_vector' entry {i} is {what}; every entry must be a finite number within "
+                f"+-{MAX_COND_VALUE:g}."
+            )
+    return tuple(float(x) for x in v)
+
+
 def parse_request(message: Mapping[str, Any]) -> RenderRequest:
     """Check a decoded JSON object against :class:`RenderRequest` and build it.
 
@@ -192,11 +227,10 @@ def parse_request(message: Mapping[str, Any]) -> RenderRequest:
         if not isinstance(t, (list, tuple)) or len(t) != 2:
             raise UserInputError(f"'translate' must be a pair [tx, ty], got {t!r}.")
         out["translate"] = (_number("translate", t[0], -100, 100), _number("translate", t[1], -100, 100))
+    if m.get("classes") is not None:
+        out["classes"] = _class_set(m["classes"])
     if m.get("cond_vector") is not None:
-        v = m["cond_vector"]
-        if not isinstance(v, (list, tuple)) or len(v) > 4096:
-            raise UserInputError(f"'cond_vector' must be a list of numbers, got {type(v).__name__}.")
-        out["cond_vector"] = tuple(_number("cond_vector", x, -1e6, 1e6) for x in v)
+        out["cond_vector"] = _cond_vector(m["cond_vector"])
     if "edits" in m:
         e = m["edits"]
         if not isinstance(e, (list, tuple)) or len(e) > 4096:
@@ -205,12 +239,80 @@ def parse_request(message: Mapping[str, Any]) -> RenderRequest:
     return RenderRequest(**out)
 
 
+def cond_encoding(G: torch.nn.Module) -> str | None:
+    """What ``c`` of ``G`` holds: ``"class"`` (one-hot), ``"multi-label"`` (multi-hot) or ``"continuous"``
+    (attribute values), as recorded in its config (networks without the field are one-class); ``None`` when
+    ``G`` is unconditional."""
+    if not int(getattr(G, "c_dim", 0)):
+        return None
+    return getattr(getattr(G, "config", None), "cond_encoding", "class")
+
+
 def _reference_labels(G: torch.nn.Module, n: int, device: torch.device) -> torch.Tensor:
     """``c`` for the explorer's own passes (layer shapes, direction scales): class 0, or for a network conditioned
     on continuous attributes the all-zero attribute vector."""
-    if getattr(getattr(G, "config", None), "cond_encoding", "class") == "continuous":
+    if cond_encoding(G) == "continuous":
         return torch.zeros(n, int(G.c_dim), device=device)
     return make_labels(G, 0 if G.c_dim else None, n, device)
+
+
+def request_labels(G: torch.nn.Module, req: RenderRequest, label: str = "this network") -> np.ndarray:
+    """The conditioning vector ``c`` ``[c_dim]`` float32 that ``req`` asks of ``G`` (``label`` names it in
+    errors).
+
+    - unconditional: nothing (``class_idx``, ``classes`` and ``cond_vector`` are refused);
+    - ``class``: ``class_idx`` (one-hot), as ``styleforge generate --class K``;
+    - ``multi-label``: ``classes`` (multi-hot, ``[]`` = no class), as ``generate --class 3,7``; ``class_idx``
+      counts as a set of one;
+    - ``continuous``: ``cond_vector``, exactly ``c_dim`` values, as ``generate --cond-vector``.
+
+    Any conditional network also takes an explicit ``cond_vector`` of ``c_dim`` values instead of classes.
+
+    Raises:
+        UserInputError: a field the network's encoding does not use, a missing one, the wrong length, or a
+            class out of range; the message names the field and what the network needs.
+    """
+    c_dim = int(getattr(G, "c_dim", 0))
+    encoding = cond_encoding(G)
+    given = [f for f in ("class_idx", "classes", "cond_vector") if getattr(req, f) is not None]
+    if encoding is None:
+        if given:
+            raise UserInputError(f"{label} is unconditional (c_dim 0); leave out {', '.join(repr(f) for f in given)}.")
+        return np.zeros(0, dtype=np.float32)
+    if len(given) > 1:
+        raise UserInputError(f"Give one of 'class_idx', 'classes' and 'cond_vector', not {' and '.join(given)}.")
+    if req.cond_vector is not None:
+        if len(req.cond_vector) != c_dim:
+            raise UserInputError(
+                f"'cond_vector' has {len(req.cond_vector)} values, but {label} is conditioned on c_dim={c_dim}; "
+                f"send exactly {c_dim}."
+            )
+        return np.asarray(req.cond_vector, dtype=np.float32)
+    if encoding == "continuous":
+        instead = f" instead of {given[0]!r}" if given else ""
+        raise UserInputError(
+            f"{label} is conditioned on {c_dim} continuous attributes: send 'cond_vector' with {c_dim} "
+            f"numbers{instead}."
+        )
+    if not given:
+        if encoding == "multi-label":
+            raise UserInputError(
+                f"{label} is conditioned on a set of classes: send 'classes' (e.g. [0, 2]; [] = none), "
+                f"indices 0..{c_dim - 1}."
+            )
+        raise UserInputError(f"{label} is conditional with {c_dim} classes: send 'class_idx' (0..{c_dim - 1}).")
+    classes = (req.class_idx,) if req.class_idx is not None else req.classes
+    if encoding == "class" and len(classes) != 1:
+        raise UserInputError(
+            f"{label} was trained with one class per image: send one 'class_idx' (0..{c_dim - 1}), not the "
+            f"{len(classes)} classes {list(classes)[:20]}."
+        )
+    bad = [k for k in classes if k >= c_dim]
+    if bad:
+        raise UserInputError(f"Class {bad[0]} is out of range: {label} has classes 0..{c_dim - 1}.")
+    c = np.zeros(c_dim, dtype=np.float32)
+    c[list(classes)] = 1
+    return c
 
 
 def parse_uploaded_w(data: bytes) -> np.ndarray:
@@ -453,6 +555,7 @@ class Explorer:
             "z_dim": int(G.z_dim),
             "w_dim": int(G.w_dim),
             "c_dim": int(G.c_dim),
+            "cond_encoding": cond_encoding(G),
             "num_ws": int(G.num_ws),
             "img_resolution": int(G.img_resolution),
             "img_channels": int(G.img_channels),
@@ -523,7 +626,7 @@ class Explorer:
             raise UserInputError(f"'cutoff' {req.cutoff} is more than the {num_ws} ws of {net.label}.")
         if req.seed + req.batch - 1 > MAX_SEED:
             raise UserInputError(f"Seeds go up to {MAX_SEED}; lower 'seed' or 'batch'.")
-        c = make_labels(G, req.class_idx, 1, self.device, cond_vector=req.cond_vector)
+        c = torch.from_numpy(request_labels(G, req, net.label)).to(self.device).reshape(1, -1)
         if req.latent == "w":
             if uploaded_w is None:
                 raise UserInputError("latent 'w' needs a projected w; upload a projected_w.npz first.")

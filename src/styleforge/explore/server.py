@@ -4,7 +4,9 @@ Protocol on ``/ws`` (one JSON object per text message from the page; the server 
 messages, and with binary messages for frames and captured latents):
 
 - ``{"type": "hello"}`` -> ``{"type": "hello", "networks": [...], "version": ...}``
-- ``{"type": "open", "network": NAME}`` -> ``{"type": "network", "info": {...}}`` (layers, directions, sizes)
+- ``{"type": "open", "network": NAME}`` -> ``{"type": "network", "info": {...}}`` (layers, directions, sizes,
+  ``c_dim`` and ``cond_encoding``: ``null``, ``"class"``, ``"multi-label"`` or ``"continuous"``, which say whether
+  a render request carries ``class_idx``, ``classes`` or ``cond_vector``)
 - ``{"type": "render", "id": N, ...RenderRequest fields}`` -> a binary *frame*. Render requests are
   *latest-request-wins*: while one renders, a newer request replaces the waiting one, so a fast slider never
   builds a queue; every request that was replaced is answered ``{"type": "dropped", "id": N}``.

@@ -7,9 +7,12 @@
   const $ = (id) => document.getElementById(id);
   const MAX_EDIT_SLIDERS = 12;
   const SEED_PER_PIXEL = 0.02;
+  const MAX_CLASS_CHECKS = 64;  // multi-label networks with more classes get the text field only
+  const COND_SLIDER_RANGE = 2;  // attribute sliders start at -2..2 and widen to any value typed beside them
 
   const state = {
     network: null, latent: "seed", seed: 0, psi: 1, cutoff: null, noise_mode: "const", class_idx: 0,
+    classes: [], cond_vector: [],
     mix: false, mix_seed: 1, mix_start: 0, mix_end: null, translate: [0, 0], rotate: 0,
     animate: false, speed: 30, layer: "output", view: "rgb", channel: 0, gain: 1, fft: false,
     fft_range_db: 50, directions: null, edits: [], batch: 1, format: "auto",
@@ -34,14 +37,17 @@
                 noise_mode: state.noise_mode, layer: state.layer, batch: state.batch, format: state.format,
                 fft: state.fft, fft_range_db: state.fft_range_db };
     if (state.cutoff !== null) m.cutoff = state.cutoff;
-    if (info.c_dim > 0) m.class_idx = state.class_idx;
+    const enc = condEncoding(info);
+    if (enc === "class") m.class_idx = state.class_idx;
+    else if (enc === "multi-label") m.classes = [...state.classes];
+    else if (enc === "continuous") m.cond_vector = [...state.cond_vector];  // copies: the sliders change state
     if (state.mix) {
       m.mix_seed = state.mix_seed; m.mix_start = state.mix_start;
       if (state.mix_end !== null) m.mix_end = state.mix_end;
     }
     if (info.has_transform) { m.translate = state.translate; m.rotate = state.rotate; }
     if (state.layer !== "output") { m.view = state.view; m.channel = state.channel; m.gain = state.gain; }
-    if (state.directions !== null) { m.directions = state.directions; m.edits = state.edits; }
+    if (state.directions !== null) { m.directions = state.directions; m.edits = [...state.edits]; }
     return m;
   }
 
@@ -149,7 +155,8 @@
     api.info = info;
     $("network-info").textContent =
       `${info.family} · ${info.img_resolution}px · z ${info.z_dim} · w ${info.w_dim} × ${info.num_ws}` +
-      (info.c_dim ? ` · ${info.c_dim} classes` : "");
+      ({ class: ` · ${info.c_dim} classes`, "multi-label": ` · ${info.c_dim} classes, several at once`,
+         continuous: ` · ${info.c_dim} continuous attributes` }[condEncoding(info)] || "");
     $("cutoff").max = info.num_ws;
     if (state.cutoff !== null && state.cutoff > info.num_ws) { state.cutoff = null; $("cutoff").value = ""; }
     $("mix-start").max = info.num_ws - 1;
@@ -157,9 +164,7 @@
     $("mix-end").placeholder = String(info.num_ws);
     state.mix_start = Math.min(state.mix_start, info.num_ws - 1);
     if (state.mix_end !== null && state.mix_end > info.num_ws) { state.mix_end = null; $("mix-end").value = ""; }
-    $("class-box").hidden = info.c_dim === 0;
-    $("class").max = Math.max(0, info.c_dim - 1);
-    state.class_idx = Math.min(state.class_idx, Math.max(0, info.c_dim - 1));
+    buildConditioning(info);
     $("transform-box").hidden = !info.has_transform;
     if (!info.has_transform) { state.animate = false; $("animate").checked = false; }
     $("noise-box").hidden = !info.has_noise;
@@ -179,6 +184,91 @@
     state.directions = null;
     buildEdits();
     scheduleRender();
+  }
+
+  // ---- conditioning: one class, a set of classes, or one value per attribute --------------------------------
+
+  // What the network's c holds (the server sends it): null (unconditional), "class", "multi-label", "continuous".
+  function condEncoding(info) { return info.c_dim > 0 ? (info.cond_encoding || "class") : null; }
+
+  function buildConditioning(info) {
+    const enc = condEncoding(info);
+    const n = info.c_dim;
+    $("class-box").hidden = enc === null;
+    $("cond-class").hidden = enc !== "class";
+    $("cond-multi").hidden = enc !== "multi-label";
+    $("cond-continuous").hidden = enc !== "continuous";
+    $("class-legend").textContent = { class: "Class", "multi-label": `Classes (0–${n - 1})`,
+                                      continuous: `Attributes (${n})` }[enc] || "Class";
+    $("class").max = Math.max(0, n - 1);
+    state.class_idx = Math.min(state.class_idx, Math.max(0, n - 1));
+    state.classes = state.classes.filter((k) => k < n);
+    $("classes").value = state.classes.join(", ");
+    $("classes").classList.remove("invalid");
+    const checks = $("class-checks");
+    checks.innerHTML = "";
+    if (enc === "multi-label" && n <= MAX_CLASS_CHECKS) {
+      for (let k = 0; k < n; k++) {
+        const label = document.createElement("label");
+        const box = document.createElement("input");
+        Object.assign(box, { type: "checkbox", id: `class-${k}`, checked: state.classes.includes(k) });
+        box.addEventListener("change", () => {
+          const rest = state.classes.filter((x) => x !== k);
+          setClasses(box.checked ? [...rest, k] : rest);
+        });
+        label.append(box, String(k));
+        checks.append(label);
+      }
+    }
+    const dims = enc === "continuous" ? n : 0;  // a network of another c_dim starts from the zero vector
+    if (state.cond_vector.length !== dims) state.cond_vector = new Array(dims).fill(0);
+    const rows = $("cond-vector");
+    rows.innerHTML = "";
+    for (let k = 0; k < state.cond_vector.length; k++) {
+      const row = document.createElement("label");
+      row.className = "row";
+      const name = document.createElement("span");
+      name.textContent = `c[${k}]`;
+      const slider = document.createElement("input");
+      Object.assign(slider, { type: "range", id: `cond-${k}`, min: -COND_SLIDER_RANGE, max: COND_SLIDER_RANGE,
+                              step: 0.01, value: state.cond_vector[k] });
+      const number = document.createElement("input");
+      Object.assign(number, { type: "number", id: `cond-${k}-value`, step: "any", value: state.cond_vector[k] });
+      number.setAttribute("aria-label", `attribute ${k}`);
+      slider.addEventListener("input", () => { number.value = slider.value; setCond(k, parseFloat(slider.value)); });
+      number.addEventListener("input", () => {
+        const v = parseFloat(number.value);
+        if (!Number.isFinite(v)) return;  // half-typed ("-", "1e"): wait for a number
+        slider.min = Math.min(parseFloat(slider.min), Math.floor(v));
+        slider.max = Math.max(parseFloat(slider.max), Math.ceil(v));
+        slider.value = v;
+        setCond(k, v);
+      });
+      row.append(name, slider, number);
+      rows.append(row);
+    }
+  }
+
+  function setCond(k, v) { state.cond_vector[k] = v; scheduleRender(); }
+
+  // A set of classes from the text field or the check boxes: distinct, sorted, both widgets kept in step.
+  function setClasses(list, fromText = false) {
+    state.classes = [...new Set(list)].sort((a, b) => a - b);
+    if (!fromText) $("classes").value = state.classes.join(", ");
+    for (let k = 0; k < (api.info ? api.info.c_dim : 0); k++) {
+      const box = $(`class-${k}`);
+      if (box) box.checked = state.classes.includes(k);
+    }
+    scheduleRender();
+  }
+
+  // "3, 7" -> [3, 7]. Out-of-range classes are sent (the server's message says the range); anything that is not
+  // a class index marks the field and is left out.
+  function parseClasses(text) {
+    const tokens = text.split(/[\s,;]+/).filter((t) => t !== "");
+    const good = tokens.filter((t) => /^\d+$/.test(t));
+    $("classes").classList.toggle("invalid", good.length !== tokens.length);
+    return good.map((t) => parseInt(t, 10));
   }
 
   // ---- widgets ----------------------------------------------------------------------------------------------
@@ -279,6 +369,13 @@
     });
     $("noise").addEventListener("change", (e) => { state.noise_mode = e.target.value; scheduleRender(); });
     $("class").addEventListener("input", (e) => { state.class_idx = Math.max(0, Math.trunc(numberOr(e.target, 0))); scheduleRender(); });
+    $("classes").addEventListener("input", (e) => setClasses(parseClasses(e.target.value), true));
+    $("cond-reset").addEventListener("click", () => {
+      state.cond_vector.forEach((_, k) => {
+        $(`cond-${k}`).value = 0; $(`cond-${k}-value`).value = 0; state.cond_vector[k] = 0;
+      });
+      scheduleRender();
+    });
     $("mix-enable").addEventListener("change", (e) => { state.mix = e.target.checked; scheduleRender(); });
     $("mix-seed").addEventListener("input", (e) => { state.mix_seed = Math.max(0, numberOr(e.target, 0)); scheduleRender(); });
     $("mix-start").addEventListener("input", (e) => { state.mix_start = Math.max(0, Math.trunc(numberOr(e.target, 0))); scheduleRender(); });
