@@ -124,9 +124,13 @@ def test_builtin_emoji_generated_target_w_plus():
     assert float(res.psnr[0]) > 27.0, res.psnr
 
 
-@pytest.mark.slow
 def test_builtin_emoji_reaches_30_db_in_500_steps():
+    """The issue's figure: a generated target reaches >= 30 dB in W+ within 500 steps from the official random
+    noise start. The pixel MSE term (weight 1e4) is what pulls the noise maps onto the target's; without it the
+    perceptual distance alone stops near 27.6 dB, since this network's noise alone changes an image by ~25 dB."""
     G, distance = _emoji_and_lite0()
     target = _generated_targets(G, [5])
-    res = P.project(G, target, distance, P.ProjectorConfig(num_steps=500, space="w+", noise_init="const"))
+    cfg = P.ProjectorConfig(num_steps=500, space="w+", mse_weight=1e4)
+    assert cfg.noise_init == "random"  # the official start, the default
+    res = P.project(G, target, distance, cfg)
     assert float(res.psnr[0]) >= 30.0, res.psnr
