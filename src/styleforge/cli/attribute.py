@@ -77,7 +77,8 @@ def command(
     report: dict[str, dict[str, dict[str, float]]] = {}
     for label, names, targets in groups:
         results = project_targets(G, names, targets, dist, out / label, cfg, class_spec=class_spec,
-                                  batch_size=batch_size, video=False, progress_factory=tqdm_progress)
+                                  batch_size=batch_size, video=False, progress_factory=tqdm_progress,
+                                  classifier_weights=lite0)
         report[label] = {r.name: {"distance": r.distance, "psnr": r.psnr} for r in results}
         d = [r.distance for r in results]
         click.echo(f"{label}: {len(d)} image(s), {dist.name} distance mean {sum(d) / len(d):.4f} "

