@@ -329,7 +329,8 @@ class ProjectedDiscriminator(Network):
         seed: seed of the random initialisation (CCM, CSM, DeiT readout, heads); the global RNG is untouched.
 
     ``forward(img [N, 3, H, W] in [-1, 1], c [N, c_dim] or [N, 0], generator=None, augment=True) -> [N, L]``:
-    every head's logits, flattened and concatenated in backbone order then scale order.
+    every head's logits, flattened and concatenated in backbone order then scale order. ``H != W`` is accepted
+    (non-square images; see :meth:`backbone_input` for how the backbones read them).
     """
 
     config_class = ProjectedDConfig
@@ -407,7 +408,21 @@ class ProjectedDiscriminator(Network):
 
     # -- forward ----------------------------------------------------------------------------------------
     def backbone_input(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """Steps 2-3 of the input path for backbone ``name``: ``x`` (augmented, in [-1, 1]) -> its input."""
+        """Steps 2-3 of the input path for backbone ``name``: ``x`` (augmented, in [-1, 1]) -> its input.
+
+        Non-square images ``[N, 3, H, W]`` (``W != H``) are resized to ``feature_resolution`` squared, that is
+        stretched to a square, whenever a resize happens (always for DeiT; for EfficientNet-lite0 when the
+        longer side is below ``feature_resolution``); larger lite0 inputs are read at their own ``H x W`` and the
+        heads then give non-square logit maps. This is what the official code does with a non-square batch
+        (``F.interpolate(x, 224, mode='bilinear')`` makes 224 x 224 whatever the input's shape), and it is the
+        default here because (a) DeiT's position embeddings are those of a 14 x 14 patch grid, so a non-square
+        grid would need interpolated embeddings the frozen network was never trained with; (b) every aspect
+        ratio then gives the same feature maps and logit counts as a square image, so the heads, their nominal
+        sizes and the hinge reductions are those of the paper; (c) real and generated images are stretched
+        alike, so D compares them on equal terms. The price is an anisotropic view (a 4:3 image's objects look
+        narrower to the backbone); resizing the longer side instead would keep the shapes but change points (a)
+        and (b), and is not offered.
+        """
         mean, std, always_resize = BACKBONES[name]
         x = (x + 1) / 2
         x = (x - x.new_tensor(mean)[:, None, None]) / x.new_tensor(std)[:, None, None]

@@ -538,7 +538,7 @@ class StyleGAN3Synthesis(nn.Module):
         c = config
         self.w_dim = c.w_dim
         self.img_resolution = c.img_resolution
-        img_aspect = getattr(c, "img_aspect", None)  # StyleGAN-XL configs have no such field: square
+        img_aspect = getattr(c, "img_aspect", None)  # a config without the field: square
         self.img_channels = c.img_channels
         self.num_layers = c.num_layers
         self.num_critical = c.num_critical

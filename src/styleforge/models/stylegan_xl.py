@@ -32,6 +32,10 @@ What differs from StyleGAN3 (:mod:`styleforge.models.stylegan3`, whose synthesis
   ``up_factor``. The new layers continue the geometric schedule from the last kept layer's cutoff to the new
   Nyquist frequency. :meth:`StyleGANXLGenerator.grow` does this on a trained network; the config lists every
   stage so that a grown network can be rebuilt from ``config.json``.
+- **Non-square images** (``img_aspect``, not in the official code): as in StyleGAN3, ``img_resolution`` is the
+  longer side and every layer samples both axes at its sampling rate over a ``W:H`` canvas
+  (:func:`~styleforge.models.stylegan3.layer_sizes`), the stem and every super-resolution stage alike, so a grown
+  network keeps the aspect ratio of the stem (a 16x12 stem grows to 32x24, 64x48, ...).
 
 Module names: ``mapping.embed`` (``nn.Embedding``), ``mapping.embed_proj``, ``mapping.fc<i>``,
 ``mapping.w_avg``, ``synthesis.input`` and ``synthesis.layers.<i>`` (official name ``L<k>_<size>_<channels>``
@@ -52,7 +56,7 @@ import torch.nn as nn
 
 from styleforge.layers.equalized import EqualizedLinear
 from styleforge.layers.mapping import MappingNetwork, normalize_2nd_moment
-from styleforge.models.base import register_network
+from styleforge.models.base import check_img_aspect, register_network
 from styleforge.models.registry import Preset, register_preset
 from styleforge.models.stylegan3 import (
     LayerSchedule,
@@ -60,6 +64,7 @@ from styleforge.models.stylegan3 import (
     StyleGAN3Generator,
     StyleGAN3Synthesis,
     SynthesisLayer,
+    layer_sizes,
 )
 from styleforge.utils.errors import UserInputError
 
@@ -114,6 +119,9 @@ class StyleGANXLConfig:
             :class:`~styleforge.models.stylegan3.StyleGAN3Config` (``num_layers`` = 10 for the XL stem).
         superres_head_layers: new layers (before ToRGB) of each super-resolution stage, in training order.
         superres_up_factors: resolution factor of each stage (2, 4, 8 or 16).
+        img_aspect: ``(W, H)`` aspect ratio of non-square images (e.g. ``(4, 3)``), ``None`` = square (the
+            official networks). ``img_resolution`` and ``stem_resolution`` are the longer sides; the stem's
+            shorter side must be a whole number of pixels (16 px stem: 4:3 gives 16x12).
     """
 
     z_dim: int = 64
@@ -144,6 +152,7 @@ class StyleGANXLConfig:
     magnitude_ema_beta: float = 0.999
     superres_head_layers: tuple[int, ...] = ()
     superres_up_factors: tuple[int, ...] = ()
+    img_aspect: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         heads, ups = tuple(self.superres_head_layers), tuple(self.superres_up_factors)
@@ -174,7 +183,23 @@ class StyleGANXLConfig:
                 f"num_embeddings ({self.num_embeddings}) must be at least c_dim ({self.c_dim}): every class "
                 "needs a row of the embedding table."
             )
-        self.stem_config()  # validates the stem settings
+        self._check_img_aspect()
+        self.stem_config()  # validates the stem settings (and its non-square canvas)
+
+    def _check_img_aspect(self) -> None:
+        """A :class:`UserInputError` unless the stem (hence every stage) is a whole number of pixels per side."""
+        check_img_aspect(self.img_aspect)
+        if self.img_aspect is None or self.img_aspect[0] == self.img_aspect[1]:
+            return
+        aw, ah = self.img_aspect
+        stem, longer = self.stem_resolution, max(aw, ah)
+        if (stem * aw) % longer or (stem * ah) % longer:
+            raise UserInputError(
+                f"img_aspect {aw}:{ah} needs a {stem * aw / longer:g}x{stem * ah / longer:g} px StyleGAN-XL stem "
+                f"(longer side {stem} px): the stem's shorter side must be a whole number of pixels. Use a ratio "
+                f"such as 4:3, 3:4, 2:1 or 16:9 with a {stem} px stem, or prepare the data at such a ratio "
+                "(styleforge dataset --resolution WxH)."
+            )
 
     @property
     def stem_resolution(self) -> int:
@@ -338,6 +363,7 @@ class StyleGANXLSynthesis(StyleGAN3Synthesis):
             config.margin_size,
             config.last_stopband_rel,
         )
+        sizes = layer_sizes(sched, resolution, config.img_aspect, config.margin_size)  # (W, H) of each map
         new = []
         for idx in range(head_layers + 1):
             prev = max(idx - 1, 0)
@@ -349,8 +375,8 @@ class StyleGANXLSynthesis(StyleGAN3Synthesis):
                     use_fp16=bool(sched.sampling_rates[idx] * 2**config.num_fp16_res > resolution),
                     in_channels=int(sched.channels[prev]),
                     out_channels=int(sched.channels[idx]),
-                    in_size=int(sched.sizes[prev]),
-                    out_size=int(sched.sizes[idx]),
+                    in_size=sizes[prev],
+                    out_size=sizes[idx],
                     in_sampling_rate=int(sched.sampling_rates[prev]),
                     out_sampling_rate=int(sched.sampling_rates[idx]),
                     in_cutoff=float(sched.cutoffs[prev]),
@@ -413,7 +439,8 @@ class StyleGANXLGenerator(StyleGAN3Generator):
 
         The mapping network, the synthesis input and every non-critically-sampled layer keep their trained
         parameters and buffers; the new stage's ``head_layers + 1`` layers start from a fresh initialisation
-        (the official ``SuperresGenerator`` built on a stem snapshot).
+        (the official ``SuperresGenerator`` built on a stem snapshot). A non-square network grows with the same
+        ``img_aspect`` (16x12 -> 32x24 for ``up_factor=2``).
 
         Args:
             head_layers: new layers before the new ToRGB (7 in the official training).

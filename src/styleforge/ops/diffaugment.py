@@ -15,6 +15,10 @@ passes through it. Images are ``[N, C, H, W]`` in [-1, 1]; the output has the sa
   separately along each axis; uncovered pixels become 0.
 - ``cutout`` (ratio 0.2 as StyleGAN-XL): a square of side ``round(ratio * size)`` centred at a uniformly drawn
   pixel is set to 0 (clipped at the border).
+
+Non-square images (``H != W``): ``size`` is each axis's own length, as in the DiffAugment paper's code, so the
+shift range is ``round(ratio * H)`` rows and ``round(ratio * W)`` columns and the cutout is a
+``round(ratio * H) x round(ratio * W)`` rectangle with the image's aspect ratio.
 """
 
 from __future__ import annotations
