@@ -208,7 +208,7 @@ class TrainConfig:
         model: model preset of G and D (:func:`styleforge.create_model`); usually equal to ``cfg``.
         data: dataset folder, zip or built-in name.
         resolution: dataset/network resolution (``None``: the dataset's own); ``(W, H)`` crops the data to that
-            aspect ratio and trains a non-square network (StyleGAN2/3).
+            aspect ratio and trains a non-square network (StyleGAN2/3, StyleGAN-XL).
         cond: condition G and D on the dataset's labels.
         cond_encoding: how the labels are read: ``auto`` (from the data), ``class``, ``multi-label`` or
             ``continuous`` (:mod:`styleforge.data.labels`).

@@ -68,7 +68,7 @@ def data_shape_overrides(model: str, net: str, fields: set[str], ds: ImageDatase
         if "img_aspect" not in fields:
             raise UserInputError(
                 f"The {net} of {model!r} makes square images only, but the data is {ds.width}x{ds.height}. Use "
-                "--cfg stylegan2 or stylegan3-t/-r for non-square data, or prepare a square dataset."
+                "--cfg stylegan2, stylegan3-t/-r or stylegan-xl for non-square data, or prepare a square dataset."
             )
         out["img_aspect"] = aspect
     encoding = getattr(ds, "label_encoding", None)

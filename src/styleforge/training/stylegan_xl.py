@@ -34,6 +34,13 @@ improving (``advance_on_plateau``), the run grows G and starts the next stage; t
 each stage's resolution (antialiased bicubic). The training state names the stage, the image count at which
 each stage began, and holds the weights of the network the stage grew from, so a resume rebuilds the stage
 exactly without the original files.
+
+Non-square data (``W x H``, ``W != H``; not in the official code) trains a non-square ladder: ``--stages`` name
+the longer side, the stem gets the data's ``img_aspect`` (32x24 data and ``--stages 16,32``: a 16x12 stem, then
+32x24), every stage grows with it, the reals are resized to each stage's ``W x H`` (the aspect kept), and the
+projected D reads the non-square images through its official input path (see
+:meth:`~styleforge.models.projected_discriminator.ProjectedDiscriminator.backbone_input`). A ``--path-stem``
+network must have the data's aspect ratio.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from styleforge.data import ImageDataset
-from styleforge.models.base import network_from_description
+from styleforge.models.base import aspect_image_size, image_size, network_from_description
 from styleforge.models.registry import get_preset
 from styleforge.models.stylegan_xl import StyleGANXLConfig, StyleGANXLGenerator
 from styleforge.training.config import TrainConfig
@@ -93,18 +100,21 @@ def hinge_per_sample(logits: torch.Tensor, groups: list[int], reduction: str) ->
     return torch.stack([part.mean(dim=1) for part in logits.split(groups, dim=1)]).sum(dim=0)
 
 
-def resize_reals(img: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Real images ``[N, C, H, W]`` in [-1, 1] at ``resolution`` (antialiased bicubic; unchanged at ``H``)."""
-    if img.shape[-1] == resolution and img.shape[-2] == resolution:
+def resize_reals(img: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Real images ``[N, C, H, W]`` in [-1, 1] at ``size`` (a side, or ``(W, H)`` for a non-square stage;
+    antialiased bicubic; unchanged when already that size)."""
+    width, height = (size, size) if isinstance(size, int) else size
+    if img.shape[-1] == width and img.shape[-2] == height:
         return img
-    return F.interpolate(img, size=(resolution, resolution), mode="bicubic", antialias=True, align_corners=False)
+    return F.interpolate(img, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
 
 
 @torch.no_grad()
 def class_mean_features(ds: ImageDataset, device: torch.device, resolution: int,
                         weights: str | None = None) -> tuple[np.ndarray, list[int]]:
     """``([label_dim, 320] per-class means, images per class)`` of EfficientNet-lite0's globally pooled last
-    feature map (blocks up to the 320-channel stage) over every image of ``ds`` (resized to ``resolution``)."""
+    feature map (blocks up to the 320-channel stage) over every image of ``ds`` (resized to ``resolution`` x
+    ``resolution``; a non-square image is stretched to it, as the projected D's official input path does)."""
     from styleforge.feature_nets.efficientnet_lite import load_efficientnet_lite0
 
     net = load_efficientnet_lite0(weights, device=device)
@@ -130,19 +140,21 @@ def _stage_seed(seed: int, stage: int) -> int:
 
 
 class _StageOutput(nn.Module):
-    """G_ema of a stage with the generator call convention of the metrics, upsampled to ``resolution``."""
+    """G_ema of a stage with the generator call convention of the metrics, upsampled to ``resolution`` (the
+    longer side; a non-square G to ``img_width x img_height`` of that size, its aspect kept)."""
 
     def __init__(self, G: StyleGANXLGenerator, resolution: int) -> None:
         super().__init__()
         self.G, self.resolution = G, resolution
         self.z_dim, self.c_dim, self.img_channels = G.z_dim, G.c_dim, G.img_channels
         self.img_resolution = resolution
+        self.img_width, self.img_height = aspect_image_size(resolution, G.config.img_aspect)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         img = self.G(z, c, **kwargs)
-        if img.shape[-1] == self.resolution:
+        if img.shape[-1] == self.img_width and img.shape[-2] == self.img_height:
             return img
-        return F.interpolate(img, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
+        return F.interpolate(img, size=(self.img_height, self.img_width), mode="bilinear", align_corners=False)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -177,6 +189,7 @@ class StyleGANXLRecipe:
         self._notes: list[str] = []  # messages of the network factories, logged at the next minibatch
         if self.xl.path_stem is not None:
             self.stem = network_from_description(self.xl.stem_network).to(dev).eval()
+            self._check_stem_aspect(self.stem)
             if Path(self.xl.path_stem).expanduser().exists():
                 self._load_stem_file()
         self._build_stage(0)
@@ -196,6 +209,24 @@ class StyleGANXLRecipe:
         """Whether the current stage grew from an earlier network (mapping and stem frozen)."""
         return self.stem is not None
 
+    @property
+    def stage_size(self) -> tuple[int, int]:
+        """``(W, H)`` of the current stage's images (``(resolution, resolution)`` for square data)."""
+        return image_size(self.G)
+
+    def _check_stem_aspect(self, stem: StyleGANXLGenerator) -> None:
+        """A super-resolution stage keeps the aspect ratio of the network it grows from: it must be the data's."""
+        def shape(aspect: tuple[int, int] | None) -> str:
+            return "square" if aspect is None or aspect[0] == aspect[1] else f"{aspect[0]}:{aspect[1]}"
+
+        theirs, ours = shape(stem.config.img_aspect), shape(self.ds.img_aspect)
+        if theirs != ours:
+            raise UserInputError(
+                f"--path-stem {self.xl.path_stem} makes {theirs} images ({stem.img_width}x{stem.img_height}) but the "
+                f"data {self.ds.name} is {ours} ({self.ds.width}x{self.ds.height}); a super-resolution stage keeps "
+                "its stem's aspect ratio. Give a stem trained on data of this aspect ratio, or data of the stem's "
+                "(--resolution WxH).")
+
     def _load_stem_file(self) -> None:
         from styleforge.loading import load
 
@@ -213,6 +244,8 @@ class StyleGANXLRecipe:
         fields = {f.name for f in dataclasses.fields(StyleGANXLConfig)}
         values = dict(img_resolution=self.xl.stages[0], img_channels=self.ds.num_channels, c_dim=self.ds.label_dim,
                       num_layers=self.xl.syn_layers)
+        if self.ds.img_aspect is not None:
+            values["img_aspect"] = self.ds.img_aspect  # the stem at the data's aspect ratio (16x12 for 32x24)
         if self.dev.type != "cuda" and self.cfg.mixed_precision != "on" or self.cfg.mixed_precision == "off":
             values["num_fp16_res"] = 0
         values.update(self.cfg.model_overrides.get("G", {}))
@@ -295,7 +328,8 @@ class StyleGANXLRecipe:
         """Numbers of D's logits per feature network, in the order of its output (a probe on one black image in
         eval mode, which moves neither BatchNorm statistics nor spectral-norm vectors)."""
         D = self.D
-        x = torch.zeros(1, 3, self.resolution, self.resolution, device=self.dev)
+        width, height = self.stage_size
+        x = torch.zeros(1, 3, height, width, device=self.dev)
         c = torch.zeros(1, self.ds.label_dim, device=self.dev)
         if self.ds.label_dim:
             c[:, 0] = 1
@@ -409,7 +443,7 @@ class StyleGANXLRecipe:
                 fake = self._run_G(chunk.gen_z, chunk.gen_c, update_emas=True)
             fake_logits = self._run_D(fake, chunk.gen_c, sigma)
             loss_fake = hinge_per_sample(F.relu(1 + fake_logits), self._groups, self.xl.hinge_reduction).sum()
-            real = resize_reals(chunk.real_img, self.resolution)
+            real = resize_reals(chunk.real_img, self.stage_size)
             real_logits = self._run_D(real, chunk.real_c, sigma)
             loss_real = hinge_per_sample(F.relu(1 - real_logits), self._groups, self.xl.hinge_reduction).sum()
             # one backward for both terms (the official code runs two): the gradient of a chunk is then added
