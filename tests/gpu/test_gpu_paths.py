@@ -76,6 +76,26 @@ def test_ada_training_with_fp16_d_blocks_and_no_host_reads(tmp_path, monkeypatch
     assert rec["augment_p"] != pytest.approx(0.2)  # ADA moved p
 
 
+def test_batch_gpu_auto_on_the_device(tmp_path):
+    """--batch-gpu auto on a real GPU: the probes read torch.cuda's peak, the chosen batch fits the budget it
+    printed, and the run trains with it."""
+    import dataclasses
+    import re
+
+    from styleforge.training.loop import train
+    from tests.training.conftest import tiny_config
+
+    lines = []
+    cfg = dataclasses.replace(tiny_config(_toy_folder(tmp_path / "data"), ticks=1, batch=16, tick_images=16),
+                              batch_gpu="auto")
+    res = train(cfg, run_dir=tmp_path / "run", device="cuda", log=lines.append)
+    (line,) = [m for m in lines if m.startswith("--batch-gpu auto:")]
+    assert "GiB free" in line and "exceeds" not in line, line
+    chosen = int(re.match(r"--batch-gpu auto: (\d+) images", line).group(1))
+    assert chosen == 16, line  # a tiny network at batch 16 fits any GPU
+    assert math.isfinite(res.stats[-1]["loss/G"])
+
+
 def test_nccl_with_one_process():
     import torch.distributed as dist
 

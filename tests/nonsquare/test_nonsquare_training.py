@@ -252,3 +252,46 @@ def test_integer_vectors_with_repeats_are_read_as_numbers():
     assert detect_encoding([[3, 7], [1]], names, "x/dataset.json") == "multi-label"
     # [0, 1, 0] cannot be a set of classes: it is a multi-hot vector written with integers (official: numbers)
     assert detect_encoding([[0, 1, 0], [1, 0, 1]], names, "x/dataset.json") == "continuous"
+
+
+def test_batch_gpu_auto_cuda_bookkeeping_with_simulated_memory(monkeypatch):
+    """The CUDA branch of the probe on a machine without a GPU: torch.cuda's memory queries are replaced by a
+    simulated device (64 GiB free, 5 GiB per image, out of memory above 48 GiB), so the budget arithmetic, the
+    peak reading, the OOM-means-no rule and the choice are exercised; tests/gpu runs the real thing."""
+    gib = 2**30
+    dev = torch.device("cuda", 0)
+    sim = {"peak": 0, "allocated": 1 * gib, "emptied": 0, "reset": 0}
+
+    def probe_step(recipe, ds, batch, batch_gpu, world, device):
+        assert device == dev and sim["peak"] == 0  # the peak was reset before the probe
+        if batch_gpu * 5 * gib > 48 * gib:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        sim["peak"] = sim["allocated"] + batch_gpu * 5 * gib
+
+    def reset(device):
+        sim["peak"], sim["reset"] = 0, sim["reset"] + 1
+
+    monkeypatch.setattr(memory_fit, "_probe_step", probe_step)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", reset)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: sim["peak"])
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: sim["allocated"])
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (64 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: sim.__setitem__("emptied", sim["emptied"] + 1))
+
+    budget, how = memory_fit._budget(dev, mem_share=0.5)  # mem_share is the CPU rule; CUDA keeps a 10% margin
+    assert budget == 1 * gib + int(64 * gib * (1 - memory_fit.CUDA_MARGIN)) and "GiB free" in how
+
+    class Nets:
+        G, D = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+
+    def measure(b):
+        return memory_fit._measure(Nets, None, 64, b, 1, dev, budget)
+
+    oom = measure(16)  # 80 GiB wanted: out of memory, reported as "does not fit", the cache emptied
+    assert (oom.peak, oom.fits, sim["emptied"]) == (None, False, 1)
+    assert measure(8) == memory_fit.ProbeResult(8, 41 * gib, True)
+    choice, probes = memory_fit.choose_batch_gpu(memory_fit.batch_candidates(64, 1), measure, budget)
+    # 1 GiB + 5 GiB/image within 58.6 GiB: 11 would fit, 8 is the largest candidate dividing the batch
+    assert choice == 8 and all(p.fits == (p.peak is not None and p.peak <= budget) for p in probes)
+    assert sim["reset"] >= len(probes)
