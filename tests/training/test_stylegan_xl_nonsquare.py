@@ -146,6 +146,10 @@ def test_projected_d_reads_non_square_batches():
     out = native(torch.randn(1, 3, 64, 96), torch.zeros(1, 0), generator=torch.Generator().manual_seed(0))
     # heads at 48x32, 24x16, 12x8, 6x4 px -> 9x5, 9x5, 9x5 and 3x1 logits
     assert out.shape == (1, 3 * 45 + 3)
+    # sizes the native read cannot take are named with the fix (48: not a multiple of 32; 32: too short for a head)
+    for h, w in ((48, 64), (32, 64)):
+        with pytest.raises(UserInputError, match=f"reads {w}x{h} images at their own size.*multiples of 32"):
+            native(torch.randn(1, 3, h, w), torch.zeros(1, 0))
 
 
 def test_diffaugment_on_non_square_batches():
@@ -226,21 +230,28 @@ def test_exact_resume_inside_a_grown_non_square_stage(wide_zip, tmp_path):
         assert torch.equal(ta[k], tb[k]), f"{k} differs after resume"
 
 
-def test_cli_on_tall_data_and_a_stem_of_another_aspect(wide_zip, tmp_path):
-    # 24x32 (3:4) cropped from the 4:3 images while loading; --stages 16,32 -> 12x16 then 24x32
-    args = ["train", "--cfg", "stylegan-xl-tiny", "--data", str(wide_zip), "--resolution", "24x32", "--cond",
-            "--stages", "16,32", "--kimg-per-stage", str(BATCH / 1000), "--batch", str(BATCH), "--kimg",
-            str(2 * BATCH / 1000), "--tick", str(BATCH / 1000), "--snap", "0", "--class-embedding", "random",
-            "--outdir", str(tmp_path / "runs"), "--device", "cpu"]
-    r = CliRunner().invoke(cli, args)
-    assert r.exit_code == 0, r.output
-    assert "24x32x3" in r.output
-    run = next((tmp_path / "runs").iterdir())
+def test_cli_superres_on_tall_data_and_a_stem_of_another_aspect(wide_zip, tmp_path):
+    def cli_train(size, out, *extra):
+        r = CliRunner().invoke(cli, ["train", "--cfg", "stylegan-xl-tiny", "--data", str(wide_zip), "--resolution",
+                                     size, "--cond", "--batch", str(BATCH), "--kimg", str(BATCH / 1000), "--tick",
+                                     str(BATCH / 1000), "--snap", "0", "--class-embedding", "random", "--outdir",
+                                     str(tmp_path / out), "--device", "cpu", *extra])
+        assert r.exit_code == 0, r.output
+        return r.output, next((tmp_path / out).iterdir())
+
+    # 24x32 (3:4) cropped from the 4:3 images while loading: a 12x16 stem, then --superres to 24x32
+    output, stem_run = cli_train("24x32", "stem", "--stages", "16")
+    assert "24x32x3" in output
+    stem = styleforge.load(stem_run).generator
+    assert image_size(stem) == (12, 16) and stem.config.img_aspect == (3, 4)
+    output, run = cli_train("24x32", "sr", "--superres", "--path-stem", str(stem_run))
     G = styleforge.load(run).generator
-    assert image_size(G) == (24, 32) and G.config.img_aspect == (3, 4)
-    # a super-resolution stage on 4:3 data cannot grow from this 3:4 network
+    assert image_size(G) == (24, 32) and G.config.img_aspect == (3, 4) and G.num_stages == 1
+    grid = Image.open(run / "fakes000000.png")
+    assert grid.size[1] % 32 == 0 and grid.size[0] % 24 == 0
+    # --up-factor names the stage; a super-resolution stage on 4:3 data cannot grow from this 3:4 network
     cfg = make_train_config("stylegan-xl-tiny", str(wide_zip), cond=True, resolution=(64, 48),
-                            xl_options=dict(path_stem=str(run), class_embedding="random"))
+                            xl_options=dict(path_stem=str(run), up_factor=2, class_embedding="random"))
     assert cfg.xl.stages == (64,)
     ds = open_dataset(wide_zip, use_labels=True, resolution=(64, 48))
     with pytest.raises(UserInputError, match=r"makes 3:4 images \(24x32\) but the data .* is 4:3 \(64x48\)"):

@@ -74,6 +74,9 @@ from styleforge.feature_nets.efficientnet_lite import (
     FEATURE_CHANNELS as LITE0_CHANNELS,
 )
 from styleforge.feature_nets.efficientnet_lite import (
+    FEATURE_STRIDES as LITE0_STRIDES,
+)
+from styleforge.feature_nets.efficientnet_lite import (
     EfficientNetLite0,
     efficientnet_lite0_state_from_package,
     find_efficientnet_lite0_weights,
@@ -107,10 +110,12 @@ BACKBONES = {
 #: head channels by feature-map size (Projected GAN's table)
 HEAD_CHANNELS = {4: 512, 8: 512, 16: 256, 32: 128, 64: 64, 128: 64}
 HEAD_END_SIZE = 8  # the heads downsample to 8 (nominal) before the last 4x4 conv
+HEAD_OUT_KERNEL = 4  # the last (valid) conv of a head
 LRELU_SLOPE = 0.2
 CCM_BASE = 64  # CCM widths 64, 128, 256, 512
 EMBED_DIM = 320  # class embedding width (EfficientNet-lite0's last feature width, as the official embeddings)
 SN_EPS = 1e-12
+LITE0_STRIDE = LITE0_STRIDES[-1]  # EfficientNet-lite0's coarsest feature map is 1/32 of its input
 
 
 @dataclass(frozen=True)
@@ -258,7 +263,7 @@ class ProjectedHead(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.conditional = num_embeddings > 0
         self.cmap_dim = cmap_dim
-        self.out = SpectralNormConv2d(ch, cmap_dim if self.conditional else 1, 4)
+        self.out = SpectralNormConv2d(ch, cmap_dim if self.conditional else 1, HEAD_OUT_KERNEL)
         if self.conditional:
             self.embed = nn.Embedding(num_embeddings, EMBED_DIM)
             self.embed_proj = EqualizedLinear(EMBED_DIM, cmap_dim, activation="lrelu")
@@ -422,6 +427,11 @@ class ProjectedDiscriminator(Network):
         alike, so D compares them on equal terms. The price is an anisotropic view (a 4:3 image's objects look
         narrower to the backbone); resizing the longer side instead would keep the shapes but change points (a)
         and (b), and is not offered.
+
+        Raises:
+            UserInputError: EfficientNet-lite0 reads an image at its own size whose sides are not multiples of
+                32 (its coarsest stride; the cross-scale mixing adds maps upsampled x2 to the next finer ones).
+                Square images at the official power-of-two sizes never are; a 256x144 one would be.
         """
         mean, std, always_resize = BACKBONES[name]
         x = (x + 1) / 2
@@ -430,7 +440,26 @@ class ProjectedDiscriminator(Network):
         resize = self.config.interp224 if self.config.interp224 is not None else max(x.shape[-2:]) < size
         if always_resize or resize:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        else:
+            self._check_native_size(name, *x.shape[-2:])
         return x
+
+    def _check_native_size(self, name: str, height: int, width: int) -> None:
+        """A :class:`UserInputError` unless EfficientNet-lite0 can read ``height x width`` images at their own size:
+        both sides multiples of its coarsest stride, and the shorter one long enough for every head's last conv."""
+        short = min(height, width)
+        # head i reads a map at 1/2^(i+1) of the input and halves it once per DownBlock
+        too_small = any(short // 2 ** (i + 1 + len(head.blocks)) < HEAD_OUT_KERNEL
+                        for i, head in enumerate(self.heads[name]))
+        if height % LITE0_STRIDE or width % LITE0_STRIDE or too_small:
+            size = self.config.feature_resolution
+            raise UserInputError(
+                f"The projected discriminator's EfficientNet-lite0 reads {width}x{height} images at their own size "
+                f"(they are not smaller than its feature size {size}), which needs both sides to be multiples of "
+                f"{LITE0_STRIDE} and the shorter one long enough for its heads. Train at a size such as 256x192 or "
+                f"512x288, or make D resize the images to a square (a longer side below {size}; for an "
+                "EfficientNet-lite0-only D, --d-feature-res larger than the longer side)."
+            )
 
     def forward(
         self,

@@ -158,7 +158,7 @@ def make_xl_train_config(preset: dict[str, Any], common: dict[str, Any], kimg: f
                              "no R1 and DiffAugment inside its projected discriminator. Leave these options out.")
     options = dict(kwargs.pop("xl_options", None) or {})
     valid = {f.name for f in dataclasses.fields(XLConfig)}
-    unknown = sorted(set(options) - valid)
+    unknown = sorted(set(options) - valid - {"up_factor"})  # up_factor (--up-factor) becomes stages below
     if unknown:
         raise UserInputError(f"Unknown StyleGAN-XL option(s) {unknown}; valid: {', '.join(sorted(valid))}.")
     xl: XLConfig = preset["xl"]
