@@ -211,3 +211,29 @@ def test_advance_on_plateau_with_a_patched_metric(digits, tmp_path, monkeypatch)
     assert state["xl_stage_starts"] == [0, 3 * BATCH]
     records = [json.loads(x) for x in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
     assert [r["resolution"] for r in records] == [16, 16, 16, 32]
+
+
+def test_d_feature_res_on_the_tiny_preset_uses_the_pretrained_features(digits):
+    """--cfg stylegan-xl-tiny keeps its random test backbone, but --d-feature-res N means the pretrained
+    EfficientNet-lite0 at N px (it once kept the random one without a word)."""
+    from types import SimpleNamespace
+
+    from styleforge.feature_nets.efficientnet_lite import load_efficientnet_lite0
+    from styleforge.training.stylegan_xl import StyleGANXLRecipe
+    from tests.feature_nets.test_efficientnet_lite import _package_weights_or_skip
+
+    _package_weights_or_skip()
+    pretrained = load_efficientnet_lite0().state_dict()
+
+    def backbone_matches(xl):
+        host = SimpleNamespace(xl=xl, ds=digits, _notes=[])
+        D = StyleGANXLRecipe._make_D(host, 16, seed=0)
+        sd = D.state_dict()
+        prefix = "features.efficientnet_lite0.backbone."
+        same = [torch.equal(sd[prefix + k], v) for k, v in pretrained.items() if prefix + k in sd]
+        assert len(same) > 200  # the whole backbone is there under that prefix
+        return D.config.tiny, all(same)
+
+    tiny = xl_config(BATCH).xl
+    assert tiny.d_tiny and backbone_matches(tiny) == (True, False)
+    assert backbone_matches(dataclasses.replace(tiny, d_feature_resolution=64)) == (False, True)

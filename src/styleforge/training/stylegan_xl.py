@@ -270,9 +270,9 @@ class StyleGANXLRecipe:
         )
 
         c_dim = self.ds.label_dim
-        if self.xl.d_tiny:
+        if self.xl.d_tiny and self.xl.d_feature_resolution is None:
             config = tiny_projected_d_config(c_dim)
-        elif self.xl.d_feature_resolution is not None:
+        elif self.xl.d_feature_resolution is not None:  # also on the tiny preset: the pretrained features
             size = self.xl.d_feature_resolution
             config = ProjectedDConfig(backbones=("efficientnet_lite0",), c_dim=c_dim, feature_resolution=size,
                                       head_nominal_resolution=size)

@@ -46,9 +46,12 @@ class XLConfig:
         head_layers: new layers of each super-resolution stage (official ``--head_layers``).
         backbones: feature networks of the projected discriminator.
         deit_weights: timm-layout DeiT-base distilled weights for D (``None``: EfficientNet-lite0 only).
-        d_tiny: the projected discriminator's tiny test configuration (random EfficientNet-lite0 at 64 px).
+        d_tiny: the projected discriminator's tiny test configuration (random EfficientNet-lite0 at 64 px), unless
+            ``d_feature_resolution`` is given.
         d_feature_resolution: resize images to this size for EfficientNet-lite0-only discriminators instead of
             the official 224 (heads sized for it): a cheaper D with the pretrained features, for small CPU runs.
+            It takes precedence over ``d_tiny``, so ``--cfg stylegan-xl-tiny --d-feature-res 64`` trains against
+            the pretrained features, not the random test backbone.
         hinge_reduction: one of :data:`HINGE_REDUCTIONS`.
         cls_weight: weight of the classifier-guidance cross-entropy in G's loss, from the first
             super-resolution stage of a conditional run (official default 0).
