@@ -11,6 +11,7 @@ flags left out keep their saved values; a flag given anew that changes the run i
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,7 @@ def command(**opts: Any) -> None:
         click.echo(f"Final network: {result.final_snapshot}")
     if result.interrupted:
         click.echo(f"Interrupted at kimg {result.cur_nimg / 1000:g}; continue with --resume {result.run_dir}.")
-        ctx.exit(130)  # the shell's code for a Ctrl-C
+        ctx.exit(128 + (result.stop_signal or signal.SIGINT))  # the shell's code: 130 for Ctrl-C, 143 for SIGTERM
 
 
 def _resolution(value: str | int | tuple | None) -> int | tuple[int, int] | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import os
+import signal
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -90,6 +91,14 @@ def _collate(items: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, 
             torch.from_numpy(np.stack([it[1] for it in items]).astype(np.float32, copy=False)))
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """In a loader process: leave Ctrl-C and SIGTERM (sent to the whole process group by a terminal or a cluster
+    scheduler) to the training process, which finishes its minibatch and writes its state while the loader keeps
+    serving it; the loader still ends with the training process (the DataLoader watches its parent)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class RealStream:
     """Real images of this process's chunks, in the order the run's plan fixes (see the module docstring).
 
@@ -112,7 +121,8 @@ class RealStream:
     def _start(self, nimg: int, first_round: int) -> None:
         self.close()
         self._sampler = ChunkSampler(self.order, self.plan, nimg, first_round, self.rank, self.world)
-        extra = {"prefetch_factor": self.prefetch, "persistent_workers": False} if self.workers > 0 else {}
+        extra = {"prefetch_factor": self.prefetch, "persistent_workers": False,
+                 "worker_init_fn": _ignore_stop_signals} if self.workers > 0 else {}
         loader = DataLoader(self.dataset, batch_sampler=self._sampler, num_workers=self.workers,
                             collate_fn=_collate, pin_memory=self.device.type == "cuda", **extra)
         self._it = iter(loader)

@@ -172,7 +172,8 @@ class TrainResult:
     final_snapshot: Path | None
     stats: list[dict[str, Any]]
     changes: list[str] = field(default_factory=list)
-    interrupted: bool = False  # stopped early by Ctrl-C (with a final snapshot and training state)
+    interrupted: bool = False  # stopped early by Ctrl-C or SIGTERM (with a final snapshot and training state)
+    stop_signal: int | None = None  # the signal that stopped this process (None: none, or another rank's vote)
 
 
 def run_description(cfg: TrainConfig, dataset_name: str, world: int) -> str:
@@ -397,7 +398,8 @@ class _Engine:
         self.tick_start_time = time.time()
         self.maintenance = 0.0
         self.keep_states = DEFAULT_KEEP_STATES  # training states kept (--keep-states)
-        self.stop_requested = False  # set by the first Ctrl-C: stop after this minibatch with a snapshot
+        self.stop_requested = False  # set by the first Ctrl-C/SIGTERM: stop after this minibatch with a snapshot
+        self.stop_signal: int | None = None  # which of the two it was
         self._stop_local = False  # this process saw a Ctrl-C (its vote, under several processes)
         self._stop_votes: collections.deque = collections.deque()  # votes started, not yet read
         labels = [ds.get_label(i) for i in range(ds.num_images)] if ds.has_labels else []
@@ -724,14 +726,16 @@ def run_training(
     out(f"Done: {engine.n.cur_nimg / 1000:.1f} kimg in {fmt_time(wall)}.")
     return TrainResult(run_dir=run_dir, cur_nimg=engine.n.cur_nimg, cur_tick=engine.n.cur_tick, wall_time=wall,
                        sec_per_kimg=engine.sec_per_kimg, final_snapshot=engine.final_snapshot,
-                       stats=engine.records, changes=changes, interrupted=engine.stop_requested)
+                       stats=engine.records, changes=changes, interrupted=engine.stop_requested,
+                       stop_signal=engine.stop_signal)
 
 
 @contextmanager
 def _faults_handled(engine: _Engine) -> Iterator[None]:
     """A full disk becomes :class:`DiskFullError` (naming the run directory and the space needed); the first Ctrl-C
     asks the loop to stop after the current minibatch with a snapshot and a training state, a second one exits at
-    once (``KeyboardInterrupt``)."""
+    once (``KeyboardInterrupt``). SIGTERM, which torchrun forwards to every process and cluster schedulers send
+    before they preempt a job, is handled the same way; a second SIGTERM terminates at once."""
 
     def needed() -> int:
         nets = [engine.recipe.G, engine.recipe.D, engine.recipe.G_ema]
@@ -739,16 +743,18 @@ def _faults_handled(engine: _Engine) -> Iterator[None]:
 
     def first_interrupt(signum: int, frame: Any) -> None:
         engine.stop_requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        engine.stop_signal = signum
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
 
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, first_interrupt) if in_main_thread else None
+    handled = (signal.SIGINT, signal.SIGTERM) if in_main_thread else ()
+    previous = {signum: signal.signal(signum, first_interrupt) for signum in handled}
     try:
         with disk_full_guard(engine.run_dir, needed):
             yield
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _report_to_launcher(e: BaseException) -> None:
@@ -789,8 +795,9 @@ def _interrupted(engine: _Engine) -> bool:
             stop = bool(host.numpy()[0] > 0)  # a host tensor: no device read
         engine.stop_requested = stop
     if stop:
+        again = "a second SIGTERM" if engine.stop_signal == signal.SIGTERM else "Ctrl-C again"
         engine.log(f"Interrupted at kimg {engine.n.cur_nimg / 1000:g}: writing a snapshot and the training state "
-                   "(Ctrl-C again exits at once, keeping the previous ones).")
+                   f"({again} exits at once, keeping the previous ones).")
     return stop
 
 
