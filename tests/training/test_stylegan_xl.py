@@ -237,3 +237,19 @@ def test_d_feature_res_on_the_tiny_preset_uses_the_pretrained_features(digits):
     tiny = xl_config(BATCH).xl
     assert tiny.d_tiny and backbone_matches(tiny) == (True, False)
     assert backbone_matches(dataclasses.replace(tiny, d_feature_resolution=64)) == (False, True)
+
+
+def test_multi_label_and_continuous_labels_are_refused_with_the_fix(digits_zip, tmp_path):
+    """The XL mapping embeds argmax c: labels that are not one class per image are refused, not silently reduced."""
+    for kind, label in (("multi-label", lambda k: [k, (k + 1) % 10]), ("continuous", lambda k: [k / 10, 0.5])):
+        dest = tmp_path / f"{kind}.zip"
+        with zipfile.ZipFile(digits_zip) as src, zipfile.ZipFile(dest, "w") as dst:
+            meta = json.loads(src.read("dataset.json"))
+            for name in src.namelist():
+                if name.endswith(".png"):
+                    dst.writestr(name, src.read(name))
+            meta["labels"] = [[name, label(int(k))] for name, k in meta["labels"]]
+            dst.writestr("dataset.json", json.dumps(meta))
+        cfg = make_train_config("stylegan-xl-tiny", str(dest), cond=True, kimg=BATCH / 1000, batch=BATCH)
+        with pytest.raises(UserInputError, match=f"one class per image.*are {kind}.*stylegan2"):
+            train(cfg, run_dir=tmp_path / kind, device="cpu", log=_quiet)

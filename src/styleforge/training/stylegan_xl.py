@@ -246,6 +246,12 @@ class StyleGANXLRecipe:
                       num_layers=self.xl.syn_layers)
         if self.ds.img_aspect is not None:
             values["img_aspect"] = self.ds.img_aspect  # the stem at the data's aspect ratio (16x12 for 32x24)
+        encoding = getattr(self.ds, "label_encoding", None)
+        if encoding not in (None, "class"):
+            raise UserInputError(
+                f"StyleGAN-XL embeds one class per image (its mapping network reads argmax c), but the labels of "
+                f"{self.cfg.data!r} are {encoding}. Use --cfg stylegan2 or stylegan3-t/-r for {encoding} labels, "
+                "or write one integer class per image in dataset.json.")
         if self.dev.type != "cuda" and self.cfg.mixed_precision != "on" or self.cfg.mixed_precision == "off":
             values["num_fp16_res"] = 0
         values.update(self.cfg.model_overrides.get("G", {}))
