@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -86,3 +87,8 @@ def test_training_resumes_from_the_previous_state_when_the_newest_is_torn(toy_da
     ref = load_latest_state(straight.run_dir)[0]
     assert done["cur_nimg"] == 24
     assert all(torch.equal(ref["G_ema"][k], v) for k, v in done["G_ema"].items())
+    # the tick replayed from the previous state is recorded once, as in the uninterrupted run
+    def kimgs(run_dir):
+        return [json.loads(line)["kimg"] for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+
+    assert kimgs(run) == kimgs(straight.run_dir) == [0.008, 0.016, 0.024]

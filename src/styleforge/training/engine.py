@@ -63,7 +63,7 @@ from styleforge.training.distributed import DistContext, init_from_env
 from styleforge.training.memory_fit import resolve_batch_gpu, run_phase_halving_on_oom
 from styleforge.utils.errors import StyleforgeError, UserInputError
 from styleforge.utils.images import make_grid, save_png, to_uint8
-from styleforge.utils.io import atomic_write_json
+from styleforge.utils.io import atomic_write_bytes, atomic_write_json
 from styleforge.utils.seeding import z_from_seed
 
 __all__ = [
@@ -713,6 +713,7 @@ def run_training(
         engine.keep_states = keep_states
         if state is not None and dist_ctx.is_main:
             remove_stale_temporaries(run_dir)  # left by a killed write
+            trim_replayed_records(run_dir, int(state["cur_nimg"]), out)
         for line in changes:
             out(line)
         with _faults_handled(engine):
@@ -755,6 +756,29 @@ def _faults_handled(engine: _Engine) -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def trim_replayed_records(run_dir: Path, cur_nimg: int, log: Callable[[str], None]) -> None:
+    """Before a resume: drop the records of ``stats.jsonl`` and ``metric-*.jsonl`` beyond ``cur_nimg`` (ticks the
+    run is about to replay, written before a kill or by a newer state that was damaged), and a last line cut
+    short by a kill, so that every tick is recorded once. ``log.txt`` keeps its history."""
+    for path in [run_dir / "stats.jsonl", *sorted(run_dir.glob("metric-*.jsonl"))]:
+        if not path.is_file():
+            continue
+        lines = path.read_bytes().splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+                ok = line.endswith(b"\n") and float(record["kimg"]) * 1000 <= cur_nimg + 0.5
+            except (ValueError, KeyError, TypeError):
+                ok = False
+            if ok:
+                kept.append(line)
+        if len(kept) < len(lines):
+            atomic_write_bytes(path, b"".join(kept))
+            log(f"Resuming at kimg {cur_nimg / 1000:g}: {len(lines) - len(kept)} record(s) of {path.name} from "
+                "beyond it (or cut short) dropped; those ticks run again.")
 
 
 def _report_to_launcher(e: BaseException) -> None:
