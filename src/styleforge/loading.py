@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,15 +168,42 @@ def _assets_dir() -> Path:
 #: the training loop's names: snapshot directories ``network-snapshot-<kimg>`` and the full training state
 SNAPSHOT_PREFIX = "network-snapshot-"
 STATE_NAME = "training_state.pt"
+_SNAPSHOT_TAIL = re.compile(r"(\d+)(?:\.(\d{3}))?")
+
+
+def _snapshot_nimg(directory: Path) -> int | None:
+    """The image count a finished snapshot directory was written at (``None``: unfinished or unreadable)."""
+    try:
+        config = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
+        return int(config["extra"]["cur_nimg"])
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None
+
+
+def snapshot_path(run_dir: str | os.PathLike, cur_nimg: int) -> Path:
+    """Where the training loop writes the snapshot taken at image ``cur_nimg``.
+
+    The name is ``network-snapshot-<kimg>`` (whole kimg, as the official loops name them). When that name already
+    holds a finished snapshot of another image count (two snapshots within one kimg: ticks under 1 kimg, a stage
+    end followed by Ctrl-C), the new one is ``network-snapshot-<kimg>.<rest>`` (``000016.936`` for image 16,936),
+    so a finished snapshot is never overwritten by a different network. The same count (a snapshot written again
+    after a resume) keeps its name.
+    """
+    run_dir = Path(run_dir)
+    base = run_dir / f"{SNAPSHOT_PREFIX}{cur_nimg // 1000:06d}"
+    if not (base / CONFIG_NAME).is_file() or _snapshot_nimg(base) in (cur_nimg, None):
+        return base
+    return run_dir / f"{SNAPSHOT_PREFIX}{cur_nimg // 1000:06d}.{cur_nimg % 1000:03d}"
 
 
 def _snapshots(run_dir: Path) -> list[Path]:
-    """The network snapshots of a run directory, oldest first (by the kimg in their names)."""
+    """The network snapshots of a run directory, oldest first (by the kimg in their names; ``<kimg>`` before the
+    ``<kimg>.<rest>`` names written after it in the same kimg)."""
     found = []
     for d in run_dir.glob(SNAPSHOT_PREFIX + "*"):
-        tail = d.name[len(SNAPSHOT_PREFIX) :]
-        if d.is_dir() and tail.isdigit() and (d / CONFIG_NAME).is_file():
-            found.append((int(tail), d))
+        m = _SNAPSHOT_TAIL.fullmatch(d.name[len(SNAPSHOT_PREFIX) :])
+        if m and d.is_dir() and (d / CONFIG_NAME).is_file():
+            found.append(((int(m[1]), -1 if m[2] is None else int(m[2])), d))
     return [d for _, d in sorted(found)]
 
 

@@ -94,17 +94,17 @@ def stats_lines(run_dir: Path | None) -> int:
 
 
 def check_snapshots(run_dir: Path, state: dict | None) -> int:
-    """Every finished snapshot loads; the newest holds the state's weights or those of the tick after it."""
+    """Every finished snapshot loads, no two hold one image count, and one holds exactly the state's weights."""
     snaps = sorted(run_dir.glob("network-snapshot-*"))
+    counts = []
     for snap in snaps:
         nets = styleforge.load(snap)
         assert nets.G_ema is not None and nets.D is not None, snap
-        if state is not None and snap.name == f"network-snapshot-{state['cur_nimg'] // 1000:06d}":
-            snap_nimg = json.loads((snap / "config.json").read_text())["extra"]["cur_nimg"]
-            assert snap_nimg >= state["cur_nimg"], (snap, snap_nimg, state["cur_nimg"])
-            if snap_nimg == state["cur_nimg"]:
-                weights = nets.G_ema.state_dict()
-                assert all(torch.equal(weights[k], v) for k, v in state["G_ema"].items()), snap
+        counts.append(json.loads((snap / "config.json").read_text())["extra"]["cur_nimg"])
+        if state is not None and counts[-1] == state["cur_nimg"]:
+            weights = nets.G_ema.state_dict()
+            assert all(torch.equal(weights[k], v) for k, v in state["G_ema"].items()), snap
+    assert len(set(counts)) == len(counts), counts
     if state is not None:
-        assert (run_dir / f"network-snapshot-{state['cur_nimg'] // 1000:06d}").is_dir(), "snapshot missing"
+        assert state["cur_nimg"] in counts, ("no snapshot of the state's image count", state["cur_nimg"], counts)
     return len(snaps)

@@ -50,11 +50,11 @@ def test_enospc_keeps_the_last_snapshot_and_state_and_the_run_resumes(toy_data, 
         needed = float(msg.split("needs about ")[1].split(" MB")[0])
         assert needed > 1.0  # state + snapshot of the tiny networks: a few MB
         after = _files(run)
-        # The run's config.json holds the resumed --kimg, and the snapshot may have been written completely before
-        # the state failed; everything else is unchanged.
+        # The run's config.json holds the resumed --kimg, and the new snapshot (image 16, beside image 8's) may
+        # have been written completely before the state failed; everything else is unchanged.
         changed = {k for k in after if before.get(k) != after[k]}
-        assert changed <= {"config.json", "network-snapshot-000000/model.safetensors",
-                           "network-snapshot-000000/config.json"}
+        assert changed <= {"config.json", "network-snapshot-000000.016/model.safetensors",
+                           "network-snapshot-000000.016/config.json"}
         assert "training_state.pt" in after and after["training_state.pt"] == before["training_state.pt"]
         assert not [k for k in after if k.endswith(".tmp")]
         assert load_latest_state(run)[0]["cur_nimg"] == 8

@@ -150,3 +150,37 @@ def test_pggan_resume_latest_through_the_cli(toy_data, tmp_path):
     assert r.exit_code == 0, r.output
     (run,) = tmp_path.iterdir()
     assert load_training_state(run)["cur_nimg"] == 16 and "Resuming" in (run / "log.txt").read_text()
+
+
+def test_snapshots_within_one_kimg_keep_their_own_names(toy_data, tmp_path):
+    # Ticks of 8 images with a snapshot at each: all three fall in kimg 0. Each keeps its own network (the whole
+    # kimg alone named them all network-snapshot-000000, so each overwrote the one before).
+    res = train(tiny_config(toy_data, ticks=3), run_dir=tmp_path / "run", device="cpu", log=_quiet)
+    names = sorted(p.name for p in (tmp_path / "run").glob("network-snapshot-*"))
+    assert names == ["network-snapshot-000000", "network-snapshot-000000.016", "network-snapshot-000000.024"]
+    counts = [json.loads((tmp_path / "run" / n / "config.json").read_text())["extra"]["cur_nimg"] for n in names]
+    assert counts == [8, 16, 24]
+    assert res.final_snapshot.name == names[-1]
+    # A run directory loads as its newest snapshot, and that holds the final state's weights.
+    G = styleforge.load(tmp_path / "run").G_ema.state_dict()
+    assert all(torch.equal(G[k], v) for k, v in _g_ema(tmp_path / "run").items())
+
+
+def test_snapshot_path_reuses_a_name_only_for_the_same_image_count(tmp_path):
+    from styleforge.loading import _snapshots, snapshot_path
+
+    def finished(name, nimg):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"networks": {}, "extra": {"cur_nimg": nimg}}))
+
+    assert snapshot_path(tmp_path, 16_000).name == "network-snapshot-000016"
+    finished("network-snapshot-000016", 16_000)
+    assert snapshot_path(tmp_path, 16_000).name == "network-snapshot-000016"  # written again after a resume
+    assert snapshot_path(tmp_path, 16_936).name == "network-snapshot-000016.936"
+    assert snapshot_path(tmp_path, 17_004).name == "network-snapshot-000017"
+    finished("network-snapshot-000016.936", 16_936)
+    finished("network-snapshot-000002", 2_000)
+    finished("network-snapshot-000017", 17_004)
+    (tmp_path / "network-snapshot-000018").mkdir()  # unfinished: no config.json
+    assert [p.name for p in _snapshots(tmp_path)] == [
+        "network-snapshot-000002", "network-snapshot-000016", "network-snapshot-000016.936", "network-snapshot-000017"]

@@ -253,3 +253,42 @@ def test_multi_label_and_continuous_labels_are_refused_with_the_fix(digits_zip, 
         cfg = make_train_config("stylegan-xl-tiny", str(dest), cond=True, kimg=BATCH / 1000, batch=BATCH)
         with pytest.raises(UserInputError, match=f"one class per image.*are {kind}.*stylegan2"):
             train(cfg, run_dir=tmp_path / kind, device="cpu", log=_quiet)
+
+
+def test_kimg_per_stage_changes_on_resume_for_stages_that_have_not_ended(digits_zip, tmp_path):
+    runner = CliRunner()
+    out = runner.invoke(cli, ["train", "--cfg", "stylegan-xl-tiny", "--data", str(digits_zip), "--cond", "--batch",
+                              str(BATCH), "--tick", str(BATCH / 1000), "--snap", "0", "--class-embedding", "random",
+                              "--stages", "16,32", "--kimg-per-stage", str(4 * BATCH / 1000), "--kimg",
+                              str(BATCH / 1000), "--outdir", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    run = next(tmp_path.iterdir())
+    # The stem was to train 4 minibatches; shortened to 1 on resume, it ends at once and stage 1 begins.
+    out = runner.invoke(cli, ["train", "--resume", str(run), "--kimg-per-stage", str(BATCH / 1000), "--kimg",
+                              str(3 * BATCH / 1000)])
+    assert out.exit_code == 0, out.output
+    state = load_training_state(run)
+    assert state["cur_nimg"] == 3 * BATCH and state["xl_stage"] == 1 and state["xl_stage_starts"] == [0, BATCH]
+    assert json.loads((run / "config.json").read_text())["train"]["xl"]["kimg_per_stage"] == [BATCH / 1000]
+    assert "changed on resume: --kimg-per-stage [0.008] -> [0.002]" in (run / "log.txt").read_text()
+    # Stage 0 has ended: its length can no longer change. Nor can what the stages grow from.
+    out = runner.invoke(cli, ["train", "--resume", str(run), "--kimg-per-stage", str(2 * BATCH / 1000)])
+    assert out.exit_code != 0 and "stage 0" in out.output and "ended" in out.output
+    out = runner.invoke(cli, ["train", "--resume", str(run), "--head-layers", "2"])
+    assert out.exit_code != 0 and "--head-layers cannot change on resume" in out.output
+    out = runner.invoke(cli, ["train", "--resume", str(run), "--cls-weight", "1"])  # changes the run: by name only
+    assert out.exit_code != 0 and "--allow-change cls-weight" in out.output
+
+
+def test_kimg_per_stage_on_resume_moves_the_run_length_with_it():
+    from styleforge.training.config import apply_flags
+
+    cfg = make_train_config("stylegan-xl-tiny", "digits", kimg=30, xl_options=dict(stages=(16, 32, 64),
+                                                                                     kimg_per_stage=(10, 12)))
+    longer = apply_flags(cfg, {"kimg_per_stage": "16,12"})
+    assert longer.xl.kimg_per_stage == (16.0, 12.0) and longer.kimg == 36  # the last stage keeps its 8 kimg
+    assert apply_flags(cfg, {"kimg_per_stage": "16,12", "kimg": 31}).kimg == 31  # unless --kimg is given
+    early = dataclasses.replace(cfg, kimg=5)  # a run planned to stop inside the stem keeps its length
+    assert apply_flags(early, {"kimg_per_stage": "16"}).kimg == 5
+    with pytest.raises(UserInputError, match="StyleGAN-XL option"):
+        apply_flags(make_train_config("stylegan2-tiny", "digits"), {"kimg_per_stage": "4"})

@@ -86,7 +86,7 @@ TRANSFER_ADA_KIMG = 100.0
 NONFINITE_PATIENCE = 10
 #: Fields that only change the schedule of a run: they may differ when resuming (and are logged).
 SCHEDULE_FIELDS = ("kimg", "tick_kimg", "snap", "image_snap", "metrics", "outdir", "ops_impl", "nonfinite_patience",
-                   "workers", "allow_tf32", "cudnn_benchmark")
+                   "workers", "allow_tf32", "cudnn_benchmark", "xl.kimg_per_stage")
 #: Lowest resolution of a PGGAN (its first block).
 PGGAN_BASE_RESOLUTION = 4
 
@@ -623,5 +623,9 @@ def apply_flags(saved: TrainConfig, flags: dict[str, Any]) -> TrainConfig:
         elif name in FLAG_FIELDS:
             out = _replace_path(out, FLAG_FIELDS[name], value)
         else:
-            raise UserInputError(f"--{name.replace('_', '-')} cannot be applied to a saved run.")
+            from styleforge.training.xl_options import apply_xl_flag, is_xl_flag
+
+            if not is_xl_flag(name):
+                raise UserInputError(f"--{name.replace('_', '-')} cannot be applied to a saved run.")
+            out = apply_xl_flag(out, name, value, kimg_given="kimg" in flags)
     return out

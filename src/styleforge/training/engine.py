@@ -88,7 +88,10 @@ FLAG_OF_FIELD = {
     "augment.mode": "--aug", "augment.p": "--p", "augment.target": "--target", "augment.pipeline": "--aug-pipe",
     "mixed_precision": "--fp32", "progressive.schedule.growing": "--no-growing", "kimg": "--kimg",
     "tick_kimg": "--tick", "snap": "--snap", "metrics": "--metrics", "ops_impl": "--ops-impl",
-    "cond_encoding": "--cond", "mem_share": "--mem-share",
+    "cond_encoding": "--cond", "mem_share": "--mem-share", "xl.kimg_per_stage": "--kimg-per-stage",
+    "xl.stages": "--stages", "xl.cls_weight": "--cls-weight", "xl.class_embedding": "--class-embedding",
+    "xl.hinge_reduction": "--hinge-reduction", "xl.d_feature_resolution": "--d-feature-res",
+    "xl.advance_on_plateau": "--advance-on-plateau", "xl.plateau_patience": "--plateau-patience",
 }
 
 
@@ -265,7 +268,7 @@ def check_resume(run_dir: Path, saved: TrainConfig, new: TrainConfig, allow_chan
             "force the change with " + " ".join(f"--allow-change {n}" for n in names) + "."
         )
     lines = [f"changed on resume: {FLAG_OF_FIELD.get(k, k)} ({k}) {v[0]!r} -> {v[1]!r}" for k, v in diffs.items()]
-    a, b = saved.to_dict(), new.to_dict()
+    a, b = _flatten(saved.to_dict()), _flatten(new.to_dict())
     lines += [f"changed on resume: {FLAG_OF_FIELD.get(k, k)} {a.get(k)!r} -> {b.get(k)!r}" for k in schedule]
     return lines
 
@@ -590,6 +593,8 @@ class _Engine:
     def restore(self, state: dict[str, Any]) -> None:
         try:
             self.recipe.load_state_dict(state)
+        except UserInputError:
+            raise  # the recipe's own message
         except (RuntimeError, ValueError, KeyError) as e:
             raise UserInputError(
                 f"The training state in {self.run_dir} does not fit the networks built for this data and config "
@@ -602,10 +607,11 @@ class _Engine:
     def snapshot(self) -> None:
         if self.dist.is_main:
             from styleforge.loading import save as save_networks
+            from styleforge.loading import snapshot_path
 
             # The network snapshot and its metrics first, the training state last: a run killed in between
             # resumes from the previous state and writes this snapshot and its metrics again, so none is skipped.
-            self.final_snapshot = self.run_dir / f"network-snapshot-{self.n.cur_nimg // 1000:06d}"
+            self.final_snapshot = snapshot_path(self.run_dir, self.n.cur_nimg)
             save_networks(self.final_snapshot, G=self.recipe.G, D=self.recipe.D, G_ema=self.recipe.G_ema,
                           extra={"cur_nimg": self.n.cur_nimg, "training_config": self.cfg.cfg, "dataset": self.ds.name,
                                  **self.recipe.snapshot_extra()})

@@ -556,6 +556,14 @@ class StyleGANXLRecipe:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         starts = [int(s) for s in state["xl_stage_starts"]]
+        for k in range(len(starts) - 1):  # stages that have ended keep the length they had
+            planned = self.xl.stage_kimg(k)
+            if planned is not None and int(round(planned * 1000)) != starts[k + 1] - starts[k]:
+                raise UserInputError(
+                    f"--kimg-per-stage gives stage {k} {planned:g} kimg, but that stage ended after "
+                    f"{(starts[k + 1] - starts[k]) / 1000:g} kimg (the run is in stage {len(starts) - 1}). On resume "
+                    "it can change only the stages that have not ended; give those the new length and keep the "
+                    "others'.")
         if state.get("xl_stem") is not None:
             self.stem = network_from_description(state["xl_stem_network"]).to(self.dev).eval()
             self.stem.load_state_dict(state["xl_stem"])

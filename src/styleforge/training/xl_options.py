@@ -242,3 +242,46 @@ def xl_cli_options(cfg: str, opts: dict[str, Any]) -> dict[str, Any]:
             value = _numbers(value, float, "--kimg-per-stage")
         out[CLI_OPTIONS[name]] = value
     return {"xl_options": out} if out else {}
+
+
+#: flags that fix what a resumed stage is grown from; a resume keeps them (its state holds the stem)
+_GROWTH_FLAGS = ("path_stem", "up_factor", "superres", "syn_layers", "head_layers", "deit_weights",
+                 "classifier_weights")
+
+
+def is_xl_flag(name: str) -> bool:
+    """Whether ``name`` (a ``styleforge train`` option name) is one of the StyleGAN-XL flags."""
+    return name in CLI_OPTIONS or name == "superres"
+
+
+def apply_xl_flag(cfg: Any, name: str, value: Any, kimg_given: bool) -> Any:
+    """The saved :class:`~styleforge.training.config.TrainConfig` ``cfg`` with the StyleGAN-XL flag ``name``
+    given on resume applied (the engine then refuses it unless it is a schedule change or allowed by name).
+
+    ``--kimg-per-stage`` is a schedule change, as ``--kimg``: a stage that has not ended yet ends at its new length
+    (at once, if it has trained longer already); a stage that has ended keeps its length (the recipe refuses a
+    change). Without ``--kimg``, the run's length moves with it when the run goes on into its last stage, so that
+    the last stage keeps its length. What a stage grows from (``--path-stem``, ``--up-factor``, layers, weights) stays
+    with the run.
+    """
+    import dataclasses
+
+    flag = _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+    if cfg.xl is None:
+        raise UserInputError(f"{flag}: a StyleGAN-XL option; this run is --cfg {cfg.cfg}.")
+    if name in _GROWTH_FLAGS:
+        raise UserInputError(f"{flag} cannot change on resume: it fixes the networks of the run, which its training "
+                             "state holds. Leave it out, or start a new run (without --resume).")
+    if name == "stages":
+        value = _numbers(value, int, "--stages")
+    elif name == "kimg_per_stage":
+        value = _numbers(value, float, "--kimg-per-stage")
+    new_xl = dataclasses.replace(cfg.xl, **{CLI_OPTIONS[name]: value})
+    out = dataclasses.replace(cfg, xl=new_xl)
+    if name == "kimg_per_stage" and not kimg_given:
+        def fixed(xl: XLConfig) -> float:
+            return sum(xl.stage_kimg(k) or 0.0 for k in range(len(xl.stages) - 1))
+
+        if cfg.kimg > fixed(cfg.xl):  # the run reaches its last stage: that stage keeps its length
+            out = dataclasses.replace(out, kimg=cfg.kimg + fixed(new_xl) - fixed(cfg.xl))
+    return out
