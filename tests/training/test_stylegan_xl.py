@@ -292,3 +292,29 @@ def test_kimg_per_stage_on_resume_moves_the_run_length_with_it():
     assert apply_flags(early, {"kimg_per_stage": "16"}).kimg == 5
     with pytest.raises(UserInputError, match="StyleGAN-XL option"):
         apply_flags(make_train_config("stylegan2-tiny", "digits"), {"kimg_per_stage": "4"})
+
+
+def test_centered_class_means():
+    from styleforge.training.stylegan_xl import centered_class_means
+
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=(1, 320)) * 5  # the part every class has
+    means = (shared + rng.normal(size=(3, 320)) * 0.1).astype(np.float32)
+    means = np.concatenate([means, np.zeros((1, 320), np.float32)])  # a class without images
+    table = centered_class_means(means, [10, 30, 60, 0])
+    assert np.allclose(np.array([10, 30, 60]) @ table[:3], 0, atol=1e-3)  # the dataset mean is gone
+    assert np.isclose(table[:3].std(), 1.0, atol=1e-5) and not table[3].any()
+    cos = table[0] @ table[1] / np.linalg.norm(table[0]) / np.linalg.norm(table[1])
+    assert abs(cos) < 0.7  # the raw means are ~0.99 alike
+
+
+def test_lite0_centered_class_embeddings_are_saved_and_used(digits, tmp_path):
+    from styleforge.training.stylegan_xl import centered_class_means, class_mean_features
+
+    cfg = xl_config(BATCH, stages=(16,), class_embedding="lite0-centered")
+    train(cfg, dataset=digits, run_dir=tmp_path / "run", device="cpu", log=_quiet)
+    table = np.load(tmp_path / "run" / CLASS_EMBEDDINGS_FILE)
+    means, counts = class_mean_features(digits, torch.device("cpu"), cfg.xl.embedding_resolution)
+    np.testing.assert_allclose(table, centered_class_means(means, counts), atol=1e-5)
+    assert np.isclose(table.std(), 1.0, atol=1e-4)
+    assert "centred per-class mean" in (tmp_path / "run" / "log.txt").read_text()

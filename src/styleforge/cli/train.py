@@ -83,8 +83,9 @@ _NOT_CONFIG = ("resume", "allow_change", "device", "dry_run", "keep_states")
               help="StyleGAN-XL hinge loss: official (sums over samples) or mean [default: official].")
 @click.option("--d-feature-res", "d_feature_resolution", type=int, default=None,
               help="StyleGAN-XL: EfficientNet-lite0-only D reading images at this size, not 224 (small CPU runs).")
-@click.option("--class-embedding", type=click.Choice(["lite0", "random"]), default=None,
-              help="StyleGAN-XL: start the class embeddings from EfficientNet-lite0 features [default] or random.")
+@click.option("--class-embedding", type=click.Choice(["lite0", "lite0-centered", "random"]), default=None,
+              help="StyleGAN-XL: class embeddings start from per-class mean EfficientNet-lite0 features [default, "
+                   "official], those means minus the dataset mean (lite0-centered), or random.")
 @click.option("--skip-bad", is_flag=True, help="Leave out unreadable images instead of stopping.")
 @click.option("--keep-states", type=click.IntRange(min=1), default=2, show_default=True,
               help="Training states kept (the newest K), so that one damaged file never loses the run.")

@@ -135,6 +135,17 @@ def class_mean_features(ds: ImageDataset, device: torch.device, resolution: int,
     return means.float().cpu().numpy(), [int(c) for c in counts.tolist()]
 
 
+def centered_class_means(means: np.ndarray, counts: list[int]) -> np.ndarray:
+    """Per-class means minus the dataset mean (classes weighted by their images), scaled to unit standard deviation
+    over the table: what tells the classes apart. Classes without images stay zero."""
+    weights = np.asarray(counts, dtype=np.float64)
+    present = weights > 0
+    centred = means.astype(np.float64) - (weights @ means) / max(weights.sum(), 1.0)
+    centred[~present] = 0.0
+    std = centred[present].std() if present.any() else 0.0
+    return (centred / std if std > 0 else centred).astype(np.float32)
+
+
 def _stage_seed(seed: int, stage: int) -> int:
     return int(np.random.SeedSequence([seed, stage, 0x5C1]).generate_state(1, np.uint64)[0] >> 1)
 
@@ -521,15 +532,18 @@ class StyleGANXLRecipe:
                                      "needs it.")
             lines.append(f"stage 0: {self.resolution} px grown from {self.xl.path_stem} "
                          f"({self.stem.img_resolution} px)")
-        elif self.ds.label_dim > 0 and self.xl.class_embedding == "lite0":
+        elif self.ds.label_dim > 0 and self.xl.class_embedding in ("lite0", "lite0-centered"):
             if dist_ctx.is_main:
                 means, counts = class_mean_features(self.ds, self.dev, self.xl.embedding_resolution)
+                if self.xl.class_embedding == "lite0-centered":
+                    means = centered_class_means(means, counts)
                 buf = io.BytesIO()
                 np.save(buf, means)
                 atomic_write_bytes(Path(run_dir) / CLASS_EMBEDDINGS_FILE, buf.getvalue())
                 self.set_class_embeddings(torch.from_numpy(means))
                 empty = [k for k, c in enumerate(counts) if c == 0]
-                lines.append(f"class embeddings: per-class mean EfficientNet-lite0 features of {sum(counts)} images "
+                what = "centred per-class mean" if self.xl.class_embedding == "lite0-centered" else "per-class mean"
+                lines.append(f"class embeddings: {what} EfficientNet-lite0 features of {sum(counts)} images "
                              f"-> {CLASS_EMBEDDINGS_FILE}" + (f" (classes without images: {empty})" if empty else ""))
         return lines
 

@@ -23,7 +23,7 @@ HEAD_LAYERS = 7
 #: over each network's logits (what the official code computes); ``mean``: the mean over everything
 HINGE_REDUCTIONS = ("official", "mean")
 #: ``lite0``: the per-class mean of EfficientNet-lite0's pooled 320-channel features; ``random``: as initialised
-CLASS_EMBEDDING_INITS = ("lite0", "random")
+CLASS_EMBEDDING_INITS = ("lite0", "lite0-centered", "random")
 #: the backbones of the official projected discriminator
 OFFICIAL_BACKBONES = ("deit_base_distilled", "efficientnet_lite0")
 
@@ -57,7 +57,10 @@ class XLConfig:
             super-resolution stage of a conditional run (official default 0).
         classifier_weights: DeiT-small distilled weights for the guidance classifier (``None``: the
             EfficientNet-lite0 ImageNet classifier).
-        class_embedding: how a new conditional stem's class embedding starts (:data:`CLASS_EMBEDDING_INITS`).
+        class_embedding: how a new conditional stem's class embedding starts (:data:`CLASS_EMBEDDING_INITS`):
+            ``lite0`` (official) the per-class mean EfficientNet-lite0 features; ``lite0-centered`` (ours) those
+            means minus the dataset mean, scaled to unit standard deviation (the class-specific part; for sets
+            whose class means are nearly alike); ``random`` a standard normal table.
         embedding_resolution: images are resized to this size before EfficientNet-lite0 reads them for the
             class embedding (224: the classifier's training size).
         pl_start_kimg: path-length regularisation starts after this many kimg of the stem's stage (the official
