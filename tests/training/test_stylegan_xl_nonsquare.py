@@ -202,6 +202,7 @@ def test_ladder_16_to_32_on_a_non_square_dataset(wide_zip, tmp_path, monkeypatch
     records = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
     assert [r["resolution"] for r in records] == [16, 32]
     assert all(np.isfinite(v) for r in records for k, v in r.items() if k.startswith("loss/"))
+    assert f"stage 1: 16x12 px -> {W}x{H} px at {BATCH} images" in (run / "log.txt").read_text()
     assert np.asarray(Image.open(run / "fakes_stage0-16px.png")).shape[:2] == (12, 8 * 16)
     grid = np.asarray(Image.open(run / "fakes000000.png"))
     assert grid.shape[:2] == (H, 8 * W) and float(grid.std()) > 1.0

@@ -225,6 +225,11 @@ class StyleGANXLRecipe:
         """``(W, H)`` of the current stage's images (``(resolution, resolution)`` for square data)."""
         return image_size(self.G)
 
+    def _size_text(self) -> str:
+        """The current stage's size for log lines: ``16 px``, or ``16x12 px`` (W x H) for a non-square stage."""
+        w, h = self.stage_size
+        return f"{w} px" if w == h else f"{w}x{h} px"
+
     def _check_stem_aspect(self, stem: StyleGANXLGenerator) -> None:
         """A super-resolution stage keeps the aspect ratio of the network it grows from: it must be the data's."""
         def shape(aspect: tuple[int, int] | None) -> str:
@@ -362,13 +367,13 @@ class StyleGANXLRecipe:
 
     def _advance(self) -> str:
         """Grow into the next stage from the current G_ema."""
-        old = self.resolution
+        old = self._size_text()
         self.stem = copy.deepcopy(self.G_ema).eval().requires_grad_(False)
         self.stem_ready = True
         self.stage_starts.append(self._pending_start)
         self.plateau = {"best": None, "bad": 0, "pending": 0}
         self._build_stage(self.stage)
-        return (f"stage {self.stage}: {old} px -> {self.resolution} px at {self._pending_start} images "
+        return (f"stage {self.stage}: {old} -> {self._size_text()} at {self._pending_start} images "
                 f"({self.xl.head_layers} new layers, new projected D, mapping and stem frozen)")
 
     # -- schedule --
