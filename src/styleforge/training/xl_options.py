@@ -22,7 +22,8 @@ HEAD_LAYERS = 7
 #: ``official``: the D and G hinge losses of a chunk are sums over its samples and feature networks of the mean
 #: over each network's logits (what the official code computes); ``mean``: the mean over everything
 HINGE_REDUCTIONS = ("official", "mean")
-#: ``lite0``: the per-class mean of EfficientNet-lite0's pooled 320-channel features; ``random``: as initialised
+#: ``lite0``: the per-class mean of EfficientNet-lite0's pooled 320-channel features; ``lite0-centered``: those
+#: means minus the dataset mean, at unit std; ``random``: as initialised
 CLASS_EMBEDDING_INITS = ("lite0", "lite0-centered", "random")
 #: the backbones of the official projected discriminator
 OFFICIAL_BACKBONES = ("deit_base_distilled", "efficientnet_lite0")
