@@ -577,7 +577,8 @@ class StyleGANXLRecipe:
         starts = [int(s) for s in state["xl_stage_starts"]]
         for k in range(len(starts) - 1):  # stages that have ended keep the length they had
             planned = self.xl.stage_kimg(k)
-            if planned is not None and int(round(planned * 1000)) != starts[k + 1] - starts[k]:
+            if (planned is not None and not self.xl.advance_on_plateau
+                    and int(round(planned * 1000)) != starts[k + 1] - starts[k]):
                 raise UserInputError(
                     f"--kimg-per-stage gives stage {k} {planned:g} kimg, but that stage ended after "
                     f"{(starts[k + 1] - starts[k]) / 1000:g} kimg (the run is in stage {len(starts) - 1}). On resume "
