@@ -6,11 +6,15 @@ Usage (from the repository root)::
     OMP_NUM_THREADS=1 python benchmarks/ops.py ops --impl compile  # also filtered_lrelu's torch.compile path
     OMP_NUM_THREADS=1 python benchmarks/ops.py generator --model stylegan3-r --resolution 256
     OMP_NUM_THREADS=1 python benchmarks/ops.py generator --model stylegan2 --resolution 256
+    python benchmarks/ops.py winograd                               # 3x3 conv: direct against Winograd F(4x4, 3x3)
 
 Prints the best of ``--repeats`` timings per case and the ratio ref / impl. ``--impl compile`` adds
 ``impl="compile"`` where an op has a compiled form (``filtered_lrelu``; the other ops run their fast path for it,
 so they are not timed twice) and prints its first call, which compiles, separately. Generators are timed with
-``G.set_ops_impl(impl)`` on the same weights, batch 1, ``noise_mode="const"``, without gradients.
+``G.set_ops_impl(impl)`` on the same weights, batch 1, ``noise_mode="const"``, without gradients. ``winograd``
+times a 3x3 convolution forward and forward + backward, ``F.conv2d`` against
+:func:`styleforge.ops.winograd.winograd_conv3x3`, inside ``retained_heap`` as training runs it; the thresholds of
+``winograd_applies`` come from it.
 """
 
 from __future__ import annotations
@@ -145,9 +149,41 @@ def generator_case(model: str, resolution: int, repeats: int, extra_impls: Seque
     compare(f"{model} G forward {resolution}px batch 1", call, repeats, impls)
 
 
+WINOGRAD_CASES = ((4, 512, 64), (4, 512, 32), (4, 512, 16), (2, 512, 16), (4, 512, 8), (2, 256, 64), (4, 128, 64),
+                  (4, 128, 32), (4, 64, 64))  # (batch, channels in = out, size)
+
+
+def winograd_cases(repeats: int) -> None:
+    """Direct 3x3 convolution (padding 1) against Winograd, forward and forward + backward, float32."""
+    import torch.nn.functional as F
+
+    from styleforge.ops.winograd import winograd_applies, winograd_conv3x3
+    from styleforge.utils.heap import retained_heap
+
+    def step(conv, x, w, backward):
+        def run():
+            if not backward:
+                with torch.no_grad():
+                    return conv(x, w)
+            y = conv(x, w)
+            y.backward(torch.ones_like(y))
+        return run
+
+    direct = lambda x, w: F.conv2d(x, w, padding=1)  # noqa: E731
+    winograd = lambda x, w: winograd_conv3x3(x, w, padding=(1, 1))  # noqa: E731
+    with retained_heap(True), torch.enable_grad():
+        for n, c, size in WINOGRAD_CASES:
+            x = torch.randn(n, c, size, size, requires_grad=True)
+            w = torch.randn(c, c, 3, 3, requires_grad=True)
+            times = [best_time(step(conv, x, w, bwd), repeats) for bwd in (False, True) for conv in (direct, winograd)]
+            print(f"conv3x3 batch {n} {c} ch {size}px: forward {times[0] * 1e3:7.1f} / {times[1] * 1e3:7.1f} ms "
+                  f"({times[0] / times[1]:.2f}x), forward+backward {times[2] * 1e3:7.1f} / {times[3] * 1e3:7.1f} ms "
+                  f"({times[2] / times[3]:.2f}x); used by the fast path: {winograd_applies(x, w, 1, 1)}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["ops", "generator"])
+    parser.add_argument("what", choices=["ops", "generator", "winograd"])
     parser.add_argument("--model", default="stylegan3-r")
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
@@ -164,6 +200,8 @@ def main() -> None:
     with torch.no_grad():
         if args.what == "ops":
             op_cases(args.repeats, extra)
+        elif args.what == "winograd":
+            winograd_cases(args.repeats)
         else:
             generator_case(args.model, args.resolution, args.repeats, extra)
 

@@ -9,7 +9,11 @@ are interleaved and the ratios come from the same run. Run by hand::
     python3 benchmarks/training.py --data-only
 
 The official CPU path runs its reference ops, so "ref" here stands for it: targets (issue 9) are StyleGAN2 >= 1.5x
-and StyleGAN3-T >= 4x faster than ref, and StyleGAN3-T at most half of ref's peak memory.
+and StyleGAN3-T >= 4x faster than ref, and StyleGAN3-T at most half of ref's peak memory. Three runs per model:
+
+- ``ref``: the reference ops, the C library's allocator left alone (as the official code runs);
+- ``fast``: styleforge's ops (Winograd 3x3 convolutions, fused filters, ...), the allocator left alone;
+- ``train``: as ``styleforge train`` runs on the CPU, the fast ops inside ``styleforge.utils.heap.retained_heap``.
 """
 
 from __future__ import annotations
@@ -24,8 +28,18 @@ import time
 DEFAULT_MODELS = (("stylegan2", 4), ("stylegan3-t", 2))
 
 
-def one_iteration_run(model: str, impl: str, batch: int, res: int, iters: int, threads: int) -> dict:
+def one_iteration_run(model: str, mode: str, batch: int, res: int, iters: int, threads: int) -> dict:
     """Time ``iters`` iterations after one warm-up; returns seconds per iteration and the process's peak RSS."""
+    import contextlib
+
+    from styleforge.utils.heap import retained_heap
+
+    impl = "ref" if mode == "ref" else "fast"
+    with retained_heap(True) if mode == "train" else contextlib.nullcontext():
+        return _time_iterations(model, impl, batch, res, iters, threads) | {"impl": mode}
+
+
+def _time_iterations(model: str, impl: str, batch: int, res: int, iters: int, threads: int) -> dict:
     import torch
 
     import styleforge
@@ -109,17 +123,19 @@ def main() -> None:
         else [(m, args.batch or b) for m, b in DEFAULT_MODELS]
     for model, batch in models:
         results = {}
-        for impl in ("ref", "fast"):
+        for impl in ("ref", "fast", "train"):
             cmd = [sys.executable, __file__, "--one", model, impl, "--batch", str(batch), "--res", str(args.res),
                    "--iters", str(args.iters), "--threads", str(args.threads)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             results[impl] = json.loads(out)
             r = results[impl]
-            print(f"{model:12s} {impl:4s} batch {batch} {args.res}px: {r['sec_per_iter']:7.2f} s/iter, "
+            print(f"{model:12s} {impl:5s} batch {batch} {args.res}px: {r['sec_per_iter']:7.2f} s/iter, "
                   f"peak RSS {r['peak_rss_gb']:.2f} GB", flush=True)
-        ref, fast = results["ref"], results["fast"]
-        print(f"{model:12s} speed-up {ref['sec_per_iter'] / fast['sec_per_iter']:.2f}x, "
-              f"memory {fast['peak_rss_gb'] / ref['peak_rss_gb']:.2f} of ref", flush=True)
+        ref = results["ref"]
+        for name in ("fast", "train"):
+            r = results[name]
+            print(f"{model:12s} {name:5s} speed-up {ref['sec_per_iter'] / r['sec_per_iter']:.2f}x, "
+                  f"memory {r['peak_rss_gb'] / ref['peak_rss_gb']:.2f} of ref", flush=True)
 
 
 if __name__ == "__main__":

@@ -184,3 +184,21 @@ def test_snapshot_path_reuses_a_name_only_for_the_same_image_count(tmp_path):
     (tmp_path / "network-snapshot-000018").mkdir()  # unfinished: no config.json
     assert [p.name for p in _snapshots(tmp_path)] == [
         "network-snapshot-000002", "network-snapshot-000016", "network-snapshot-000016.936", "network-snapshot-000017"]
+
+
+def test_cpu_training_runs_inside_the_retained_heap(toy_data, tmp_path, monkeypatch):
+    import contextlib
+
+    import styleforge.training.engine as engine
+
+    seen = []
+
+    @contextlib.contextmanager
+    def recording(enabled=None):
+        seen.append(("enter", enabled))
+        yield True
+        seen.append(("exit", enabled))
+
+    monkeypatch.setattr(engine, "retained_heap", recording)
+    train(tiny_config(toy_data, ticks=1), run_dir=tmp_path / "run", device="cpu", log=_quiet)
+    assert seen == [("enter", None), ("exit", None)]  # None: on unless STYLEFORGE_RETAIN_HEAP=0

@@ -498,6 +498,7 @@ class SynthesisLayer(nn.Module):
             padding=self.conv_kernel - 1,
             input_gain=input_gain,
             fused=self.fused_modconv,
+            impl=self.ops_impl,
         )
         return filtered_lrelu(
             x,

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from styleforge.ops._common import check_impl, filter_size, parse_padding
 from styleforge.ops.upfirdn2d import upfirdn2d
+from styleforge.ops.winograd import winograd_applies, winograd_conv3x3
 
 __all__ = ["conv2d_resample"]
 
@@ -40,13 +41,19 @@ def _conv(
     groups: int = 1,
     transpose: bool = False,
     flip_weight: bool = True,
+    fast: bool = False,
 ) -> torch.Tensor:
-    """conv2d / conv_transpose2d; ``flip_weight=False`` reverses the kernel first (true convolution)."""
+    """conv2d / conv_transpose2d; ``flip_weight=False`` reverses the kernel first (true convolution).
+
+    ``fast=True`` lets a stride-1 3x3 convolution on the CPU run as Winograd ``F(4x4, 3x3)`` where that is faster.
+    """
     kh, kw = w.shape[2], w.shape[3]
     if not flip_weight and (kh > 1 or kw > 1):
         w = w.flip([2, 3])
     if transpose:
         return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
+    if fast and winograd_applies(x, w, stride, groups):
+        return winograd_conv3x3(x, w, padding=padding, groups=groups)
     return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
 
 
@@ -88,7 +95,7 @@ def conv2d_resample(
     Returns:
         ``[N, C_out, H', W']``; with ``padding = k // 2`` this is ``H * up // down``.
     """
-    check_impl(impl)
+    fast = check_impl(impl) == "fast"
     if x.ndim != 4 or w.ndim != 4:
         raise ValueError(f"x and w must be 4-D, got {list(x.shape)} and {list(w.shape)}")
     if not isinstance(up, int) or not isinstance(down, int) or up < 1 or down < 1:
@@ -137,8 +144,8 @@ def conv2d_resample(
         return x
 
     if x0 == x1 and y0 == y1 and x0 >= 0 and y0 >= 0:
-        return _conv(x, w, padding=(y0, x0), groups=groups, flip_weight=flip_weight)
+        return _conv(x, w, padding=(y0, x0), groups=groups, flip_weight=flip_weight, fast=fast)
 
     # General case (asymmetric or negative padding without resampling).
     x = upfirdn2d(x, None, padding=pad, flip_filter=flip_filter, impl=impl)
-    return _conv(x, w, groups=groups, flip_weight=flip_weight)
+    return _conv(x, w, groups=groups, flip_weight=flip_weight, fast=fast)

@@ -62,6 +62,7 @@ from styleforge.training.data_stream import RealStream, default_workers
 from styleforge.training.distributed import DistContext, init_from_env
 from styleforge.training.memory_fit import resolve_batch_gpu, run_phase_halving_on_oom
 from styleforge.utils.errors import StyleforgeError, UserInputError
+from styleforge.utils.heap import retained_heap
 from styleforge.utils.images import make_grid, save_png, to_uint8
 from styleforge.utils.io import atomic_write_bytes, atomic_write_json
 from styleforge.utils.seeding import z_from_seed
@@ -712,7 +713,8 @@ def run_training(
         atomic_write_json(run_dir / "config.json", {"styleforge_version": styleforge.__version__,
                                                     "world_size": dist_ctx.world_size, "train": cfg.to_dict()})
     out = _Log(run_dir, dist_ctx.is_main, log)
-    with _own_randomness(dist_ctx.device, cfg.seed), _precision_policy(cfg, dist_ctx.device):
+    with _own_randomness(dist_ctx.device, cfg.seed), _precision_policy(cfg, dist_ctx.device), \
+            retained_heap(None if dist_ctx.device.type == "cpu" else False):
         recipe = make_recipe(cfg, ds, dist_ctx.device)
         cfg = resolve_batch_gpu(cfg, recipe, ds, dist_ctx, out)  # --batch-gpu auto: probe steps
         engine = _Engine(cfg, recipe, ds, run_dir, dist_ctx, out)

@@ -1,1 +1,1 @@
-"""Small shared helpers: atomic file writing, weight lookup, seeding."""
+"""Small shared helpers: atomic file writing, weight lookup, seeding, the CPU heap setting of training."""
