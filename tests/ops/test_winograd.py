@@ -33,7 +33,11 @@ def test_equals_direct_convolution_in_float64(n, cin, cout, h, w, padding, group
     assert (ours - ref).abs().max().item() < 1e-12
 
 
-@pytest.mark.parametrize("n,cin,cout,h,w,padding,groups", CASES[:3])
+@pytest.mark.parametrize("n,cin,cout,h,w,padding,groups", [
+    (1, 2, 3, 6, 5, (1, 1), 1),
+    (1, 4, 2, 5, 7, (2, 0), 2),
+    (2, 1, 2, 4, 4, (0, 2), 1),
+])
 def test_gradients_of_first_and_second_order(n, cin, cout, h, w, padding, groups):
     torch.manual_seed(1)
     x = torch.randn(n, cin, h, w, dtype=torch.float64, requires_grad=True)
@@ -153,8 +157,8 @@ def test_channel_chunks_give_the_same_values_and_gradients(monkeypatch, chunk_by
     """The transforms run over groups of channels (1, or 2 then 1 of 3 input channels here)."""
     monkeypatch.setattr(wg, "CHUNK_BYTES", chunk_bytes)
     torch.manual_seed(6)
-    x = torch.randn(1, 3, 8, 8, dtype=torch.float64, requires_grad=True)
-    k = torch.randn(5, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(1, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
     assert (winograd_conv3x3(x, k, (1, 1)) - F.conv2d(x, k, padding=1)).abs().max().item() < 1e-12
     fn = lambda a, b: winograd_conv3x3(a, b, (1, 1))  # noqa: E731
     assert gradcheck(fn, (x, k)) and gradgradcheck(fn, (x, k))
