@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from styleforge.ops._common import check_impl, filter_size, parse_padding
 from styleforge.ops.upfirdn2d import upfirdn2d
-from styleforge.ops.winograd import winograd_applies, winograd_conv3x3
+from styleforge.ops.winograd import fast_conv2d
 
 __all__ = ["conv2d_resample"]
 
@@ -52,9 +52,8 @@ def _conv(
         w = w.flip([2, 3])
     if transpose:
         return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
-    if fast and winograd_applies(x, w, stride, groups):
-        return winograd_conv3x3(x, w, padding=padding, groups=groups)
-    return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
+    conv = fast_conv2d if fast else F.conv2d
+    return conv(x, w, stride=stride, padding=padding, groups=groups)
 
 
 def _transpose_grouped_weight(w: torch.Tensor, groups: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from styleforge.ops._common import check_impl
 from styleforge.ops.conv2d_resample import conv2d_resample
-from styleforge.ops.winograd import winograd_applies, winograd_conv3x3
+from styleforge.ops.winograd import fast_conv2d, winograd_applies
 
 __all__ = ["DEMOD_EPS", "modulated_conv2d", "modulated_conv2d_stylegan3"]
 
@@ -161,6 +161,7 @@ def modulated_conv2d_stylegan3(
     if styles.shape != (n, in_ch):
         raise ValueError(f"styles must be [{n}, {in_ch}], got {list(styles.shape)}")
     fast = check_impl(impl) == "fast"
+    conv2d = fast_conv2d if fast else F.conv2d
     if fused and fast and winograd_applies(x, weight, 1, 1):
         # The shared-kernel form is the same function and gives Winograd one kernel transform and products
         # over the whole batch, instead of one small product per sample.
@@ -170,7 +171,7 @@ def modulated_conv2d_stylegan3(
         styles = styles * styles.square().mean().rsqrt()
     if not fused:
         scale = styles if input_gain is None else styles * input_gain.expand(n, in_ch)
-        x = _conv2d(x * scale.to(x.dtype).reshape(n, in_ch, 1, 1), weight.to(x.dtype), padding, 1, fast)
+        x = conv2d(x * scale.to(x.dtype).reshape(n, in_ch, 1, 1), weight.to(x.dtype), padding=padding)
         if demodulate:  # sum over I, kh, kw of (W s)^2 = (W^2 summed over kh, kw) @ s^2
             dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + DEMOD_EPS).rsqrt()  # [N, O]
             x = x * dcoefs.to(x.dtype).reshape(n, out_ch, 1, 1)
@@ -183,13 +184,6 @@ def modulated_conv2d_stylegan3(
         w = w * input_gain.expand(n, in_ch).reshape(n, 1, in_ch, 1, 1)
     x = x.reshape(1, n * in_ch, *x.shape[2:])
     w = w.reshape(n * out_ch, in_ch, kh, kw)
-    x = _conv2d(x, w.to(x.dtype), padding, n, fast)
+    x = conv2d(x, w.to(x.dtype), padding=padding, groups=n)
     return x.reshape(n, out_ch, *x.shape[2:])
 
-
-def _conv2d(x: torch.Tensor, w: torch.Tensor, padding: int | Sequence[int], groups: int, fast: bool) -> torch.Tensor:
-    """``F.conv2d`` with symmetric ``padding``; the fast path may evaluate it as Winograd ``F(4x4, 3x3)``."""
-    if fast and winograd_applies(x, w, 1, groups):
-        pad = (padding, padding) if isinstance(padding, int) else tuple(padding)
-        return winograd_conv3x3(x, w, padding=pad, groups=groups)
-    return F.conv2d(x, w, padding=padding, groups=groups)

@@ -11,10 +11,11 @@ instead of ``9 m^2`` multiply-adds per tile and channel pair. ``F(4x4, 3x3)``, u
 float32 the result differs from the direct convolution by rounding only (a few times the direct convolution's
 own rounding error, see the tests).
 
-Private to the ops: :func:`winograd_conv3x3` is called by the fast paths of ``conv2d_resample`` and
-``modulated_conv2d_stylegan3`` where :func:`winograd_applies` says it pays off. Each of the four linear transforms
-(input, output and their adjoints) is a ``torch.autograd.Function`` whose backward is its adjoint, so gradients of
-any order (R1, path length) run through the same transforms and the same few large products.
+Private to the ops: the fast paths of ``conv2d_resample`` and ``modulated_conv2d_stylegan3`` call
+:func:`fast_conv2d`, which runs :func:`winograd_conv3x3` where :func:`winograd_applies` says it pays off. Each of
+the four linear transforms (input, output and their adjoints) is a ``torch.autograd.Function`` whose backward is
+its adjoint, so gradients of any order (R1, path length) run through the same transforms and the same few large
+products.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["winograd_applies", "winograd_conv3x3"]
+__all__ = ["fast_conv2d", "winograd_applies", "winograd_conv3x3"]
 
 # F(4x4, 3x3) with the interpolation points 0, 1, -1, 2, -2 and infinity (Lavin & Gray 2016, sec. 4.2).
 _BT = ((4, 0, -5, 0, 1, 0),
@@ -312,3 +313,13 @@ def winograd_conv3x3(x: torch.Tensor, w: torch.Tensor, padding: tuple[int, int] 
     v = v.reshape(_A * _A * groups, c_group, n * g.th * g.tw)
     m = torch.bmm(u, v).reshape(_A * _A, c_out, n, g.th, g.tw)
     return _OutputTransform.apply(m, g)
+
+
+def fast_conv2d(x: torch.Tensor, w: torch.Tensor, stride: int = 1, padding: int | tuple[int, int] = 0,
+                groups: int = 1) -> torch.Tensor:
+    """``F.conv2d(x, w, stride=stride, padding=padding, groups=groups)``, as :func:`winograd_conv3x3` where
+    :func:`winograd_applies` (``padding``: ``p`` or ``(py, px)``, symmetric)."""
+    if winograd_applies(x, w, stride, groups):
+        pad = (padding, padding) if isinstance(padding, int) else (int(padding[0]), int(padding[1]))
+        return winograd_conv3x3(x, w, padding=pad, groups=groups)
+    return torch.nn.functional.conv2d(x, w, stride=stride, padding=padding, groups=groups)
