@@ -13,9 +13,9 @@ own rounding error, see the tests).
 
 Private to the ops: the fast paths of ``conv2d_resample`` and ``modulated_conv2d_stylegan3`` call
 :func:`fast_conv2d`, which runs :func:`winograd_conv3x3` where :func:`winograd_applies` says it pays off. Each of
-the four linear transforms (input, output and their adjoints) is a ``torch.autograd.Function`` whose backward is
-its adjoint, so gradients of any order (R1, path length) run through the same transforms and the same few large
-products.
+the linear transforms (kernel, input and output tiles) is a pair of autograd Functions, the map and its adjoint,
+each the other's backward, so gradients of any order (R1, path length) run through the same transforms and the
+same few large products.
 """
 
 from __future__ import annotations
@@ -281,6 +281,26 @@ def _linear_pair(transform, adjoint, name: str) -> tuple[type, type]:
     return Forward, Adjoint
 
 
+def _kernel_matrix(t: torch.Tensor) -> torch.Tensor:
+    """``G (x) G``, ``[36, 9]``: row ``6 a + b`` maps a flattened 3x3 kernel to element ``(a, b)`` of ``G g G^T``."""
+    gm = torch.tensor(_G, dtype=torch.float64)
+    return torch.kron(gm, gm).to(device=t.device, dtype=t.dtype)
+
+
+def _kernel_transform(w: torch.Tensor, _: None) -> torch.Tensor:
+    """``[O, I, 3, 3]`` -> ``U = G g G^T`` of every kernel, ``[36, O, I]`` (one product that reads ``w`` once)."""
+    o, i = w.shape[:2]
+    return torch.mm(_kernel_matrix(w), w.reshape(o * i, 9).t()).reshape(_A * _A, o, i)
+
+
+def _kernel_transform_adjoint(u: torch.Tensor, _: None) -> torch.Tensor:
+    """Adjoint of :func:`_kernel_transform`: ``[36, O, I]`` -> ``[O, I, 3, 3]``."""
+    o, i = u.shape[1:]
+    flat = torch.mm(_kernel_matrix(u).t(), u.reshape(_A * _A, o * i))  # [9, O I]: both operands read in order
+    return flat.t().contiguous().reshape(o, i, 3, 3)
+
+
+_KernelTransform, _ = _linear_pair(_kernel_transform, _kernel_transform_adjoint, "_KernelTransform")
 _InputTransform, _ = _linear_pair(_input_transform, _input_transform_adjoint, "_InputTransform")
 _OutputTransform, _ = _linear_pair(_output_transform, _output_transform_adjoint, "_OutputTransform")
 
@@ -307,8 +327,7 @@ def winograd_conv3x3(x: torch.Tensor, w: torch.Tensor, padding: tuple[int, int] 
     g = _Geometry(h, wd, py, px)
     if g.ho < 1 or g.wo < 1:
         raise ValueError(f"the output of a {h}x{wd} input with padding {padding} would be empty")
-    gm = w.new_tensor(_G)
-    u = torch.einsum("ai,bj,ocij->aboc", gm, gm, w).reshape(_A * _A * groups, c_out // groups, c_group)
+    u = _KernelTransform.apply(w.contiguous(), None).reshape(_A * _A * groups, c_out // groups, c_group)
     v = _InputTransform.apply(x.contiguous(), g)  # [36, C_in, N, th, tw]
     v = v.reshape(_A * _A * groups, c_group, n * g.th * g.tw)
     m = torch.bmm(u, v).reshape(_A * _A, c_out, n, g.th, g.tw)
