@@ -7,6 +7,7 @@ Usage (from the repository root)::
     OMP_NUM_THREADS=1 python benchmarks/ops.py generator --model stylegan3-r --resolution 256
     OMP_NUM_THREADS=1 python benchmarks/ops.py generator --model stylegan2 --resolution 256
     python benchmarks/ops.py winograd                               # 3x3 conv: direct against Winograd F(4x4, 3x3)
+    python benchmarks/ops.py filtered_lrelu                         # the fast path's CPU channel blocks
 
 Prints the best of ``--repeats`` timings per case and the ratio ref / impl. ``--impl compile`` adds
 ``impl="compile"`` where an op has a compiled form (``filtered_lrelu``; the other ops run their fast path for it,
@@ -14,7 +15,9 @@ so they are not timed twice) and prints its first call, which compiles, separate
 ``G.set_ops_impl(impl)`` on the same weights, batch 1, ``noise_mode="const"``, without gradients. ``winograd``
 times a 3x3 convolution forward and forward + backward, ``F.conv2d`` against
 :func:`styleforge.ops.winograd.winograd_conv3x3`, inside ``retained_heap`` as training runs it; the thresholds of
-``winograd_applies`` come from it.
+``winograd_applies`` come from it. ``filtered_lrelu`` times the fast path on StyleGAN3-T's layers at 64 px
+(batch 2, 512 channels), without gradients and forward + backward, with the channel blocks of
+``CPU_BLOCK_BYTES`` against blocks of the fewest channels (``CPU_BLOCK_CHANNELS``), inside ``retained_heap``.
 """
 
 from __future__ import annotations
@@ -181,9 +184,46 @@ def winograd_cases(repeats: int) -> None:
                   f"({times[2] / times[3]:.2f}x); used by the fast path: {winograd_applies(x, w, 1, 1)}", flush=True)
 
 
+def filtered_lrelu_block_cases(repeats: int) -> None:
+    """The fast filtered_lrelu with ``CPU_BLOCK_BYTES`` blocks against blocks of ``CPU_BLOCK_CHANNELS`` channels."""
+    from styleforge.ops import filtered_lrelu as module
+    from styleforge.utils.heap import retained_heap
+
+    fu = kaiser_lowpass(2 * SG3_FILTER_SIZE, 8.0, 8.0, 64.0)
+    fd = kaiser_lowpass(2 * SG3_FILTER_SIZE, 8.0, 8.0, 64.0)
+    default_bytes = module.CPU_BLOCK_BYTES
+    kw = dict(up=2, down=2, padding=(9, 8, 9, 8), gain=math.sqrt(2), slope=0.2, clamp=256.0, impl="fast")
+
+    def step(x, b, backward):
+        def run():
+            if not backward:
+                with torch.no_grad():
+                    return filtered_lrelu(x, fu, fd, b, **kw)
+            y = filtered_lrelu(x, fu, fd, b, **kw)
+            y.backward(torch.ones_like(y))
+        return run
+
+    with retained_heap(True), torch.enable_grad():
+        for size in (38, 54, 86):  # StyleGAN3-T's layer inputs at 64 px
+            x = torch.randn(2, 512, size, size, requires_grad=True)
+            b = torch.randn(512, requires_grad=True)
+            times = {}
+            for block_bytes in (0, default_bytes):
+                module.CPU_BLOCK_BYTES = block_bytes
+                try:
+                    times[block_bytes] = [best_time(step(x, b, bwd), repeats) for bwd in (False, True)]
+                finally:
+                    module.CPU_BLOCK_BYTES = default_bytes
+            few, ours = times[0], times[default_bytes]
+            print(f"filtered_lrelu batch 2 512 ch {size}px up2 down2, blocks of {module.CPU_BLOCK_CHANNELS} channels / "
+                  f"{default_bytes >> 20} MB: no grad {few[0] * 1e3:6.1f} / {ours[0] * 1e3:6.1f} ms "
+                  f"({few[0] / ours[0]:.2f}x), forward+backward {few[1] * 1e3:6.1f} / {ours[1] * 1e3:6.1f} ms "
+                  f"({few[1] / ours[1]:.2f}x)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["ops", "generator", "winograd"])
+    parser.add_argument("what", choices=["ops", "generator", "winograd", "filtered_lrelu"])
     parser.add_argument("--model", default="stylegan3-r")
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
@@ -202,6 +242,8 @@ def main() -> None:
             op_cases(args.repeats, extra)
         elif args.what == "winograd":
             winograd_cases(args.repeats)
+        elif args.what == "filtered_lrelu":
+            filtered_lrelu_block_cases(args.repeats)
         else:
             generator_case(args.model, args.resolution, args.repeats, extra)
 

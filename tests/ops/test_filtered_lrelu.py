@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck, gradgradcheck
 
+from styleforge.ops import filtered_lrelu as filtered_lrelu_module
 from styleforge.ops._common import check_impl
 from styleforge.ops.filtered_lrelu import (
     CompiledFilteredLrelu,
@@ -65,7 +66,9 @@ SETTINGS = [  # (up, down, padding)
 @pytest.mark.parametrize("radial", [False, True])
 @pytest.mark.parametrize("up,down,pad", SETTINGS)
 @pytest.mark.parametrize("channels", [4, 16, 2 * CPU_BLOCK_CHANNELS + 3])  # NCHW, channels-last, blocks
-def test_fast_matches_ref(radial, up, down, pad, channels):
+def test_fast_matches_ref(radial, up, down, pad, channels, monkeypatch):
+    monkeypatch.setattr(filtered_lrelu_module, "CPU_BLOCK_BYTES", 0)  # blocks of the fewest channels
+    assert filtered_lrelu_module._num_blocks(torch.empty(2, channels, 10, 10), up, pad) == max(channels // 16, 1)
     torch.manual_seed(1)
     fu = kaiser_lowpass(6 * up, 8.0, 8.0, 32.0 * up).double() if up > 1 else None
     fd = kaiser_lowpass(6 * down, 8.0, 8.0, 32.0 * down, radial=radial).double() if down > 1 else None
@@ -77,10 +80,15 @@ def test_fast_matches_ref(radial, up, down, pad, channels):
     assert ref.shape == fast.shape
     assert (ref - fast).abs().max() < 1e-12
     grad = torch.randn_like(ref)
-    grads_ref = torch.autograd.grad(ref, (x, b), grad)
-    grads_fast = torch.autograd.grad(fast, (x, b), grad)
+    grads_ref = torch.autograd.grad(ref, (x, b), grad, retain_graph=True)
+    grads_fast = torch.autograd.grad(fast, (x, b), grad, retain_graph=True)
     for a, c in zip(grads_ref, grads_fast, strict=True):
         assert (a - c).abs().max() < 1e-12
+    # gradients of gradients (path length through G): the backward is differentiated in the output gradient
+    v = grad.clone().requires_grad_(True)
+    second_ref = torch.autograd.grad(torch.autograd.grad(ref, x, v, create_graph=True)[0].square().sum(), v)[0]
+    second_fast = torch.autograd.grad(torch.autograd.grad(fast, x, v, create_graph=True)[0].square().sum(), v)[0]
+    assert (second_ref - second_fast).abs().max() < 1e-12
     # no-grad path (in-place fused activation) in float32
     with torch.no_grad():
         a = filtered_lrelu(
@@ -102,16 +110,49 @@ def test_fast_matches_ref(radial, up, down, pad, channels):
     assert (a - c).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("size", [38, 54, 86, 150])  # StyleGAN3-T's layers at 64 px and one at 128 px
+def test_cpu_blocks_hold_about_cpu_block_bytes_of_upsampled_activations(size):
+    x, pad = torch.empty(2, 512, size, size), (9, 8, 9, 8)
+    channels = 512 // filtered_lrelu_module._num_blocks(x, 2, pad)
+    block_bytes = channels * 2 * (2 * size + 17) ** 2 * 4
+    if size < 80:
+        assert filtered_lrelu_module.CPU_BLOCK_BYTES / 2 <= block_bytes <= filtered_lrelu_module.CPU_BLOCK_BYTES * 2
+    else:
+        assert channels == CPU_BLOCK_CHANNELS  # never fewer
+
+
 @pytest.mark.parametrize("impl", ["ref", "fast"])
-def test_gradcheck(impl):
+@pytest.mark.parametrize("clamp", [None, 0.6])
+def test_gradcheck(impl, clamp):
     torch.manual_seed(2)
     fu = torch.tensor([0.25, 0.75, 0.75, 0.25], dtype=torch.float64) / 2
     fd = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64) / 6
     x = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
     b = torch.randn(2, dtype=torch.float64, requires_grad=True)
-    fn = lambda x, b: filtered_lrelu(x, fu, fd, b, up=2, down=2, padding=2, impl=impl)
+    fn = lambda x, b: filtered_lrelu(x, fu, fd, b, up=2, down=2, padding=2, clamp=clamp, impl=impl)
+    if clamp is not None:  # some activations are clamped, none within gradcheck's step of the clamp
+        y = filtered_lrelu(x, fu, fd, b, up=2, down=2, padding=2, impl=impl)
+        assert (y.abs() > clamp).any()
     assert gradcheck(fn, (x, b))
     assert gradgradcheck(fn, (x, b))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_backward_slopes_where_the_reference_has_them(dtype):
+    """The fast backward keeps a one-byte code per pixel; its gradient equals autograd's over the reference
+    exactly, also at 0 (the negative slope) and at exactly +-clamp (not clamped: clamp's gradient is 1 there)."""
+    slope, clamp = 0.25, 3.0
+    edges = [0.0, clamp, -clamp / slope, 2 * clamp, -2 * clamp / slope, 1.0, -1.0, 1e-30, -1e-30]
+    x = torch.tensor(edges, dtype=dtype).reshape(1, 1, 3, 3).repeat(2, 20, 1, 1)  # 20 channels: blocks too
+    x[:, 10:] += torch.randn(2, 10, 3, 3, dtype=dtype)  # and values away from the edges
+    x.requires_grad_(True)
+    grad = torch.randn(2, 20, 3, 3, dtype=dtype)
+    kw = dict(gain=1.0, slope=slope, clamp=clamp)
+    want, = torch.autograd.grad(filtered_lrelu(x, impl="ref", **kw), x, grad)
+    before = x.detach().clone()
+    got, = torch.autograd.grad(filtered_lrelu(x, impl="fast", **kw), x, grad)
+    assert torch.equal(got, want)
+    assert torch.equal(x.detach(), before)  # no filter and no bias: the fast path must still not write into x
 
 
 def test_bad_arguments():
@@ -156,7 +197,7 @@ def _assert_compile_matches_ref(up, down, pad, radial, clamp):
     if clamp is not None:
         assert ref.abs().max() > 0.5 * clamp  # the clamp is exercised, not a no-op
     grad = torch.randn_like(ref)
-    grads_ref = torch.autograd.grad(ref, (x, b), grad)
+    grads_ref = torch.autograd.grad(ref, (x, b), grad, retain_graph=True)
     grads_out = torch.autograd.grad(out, (x, b), grad)
     for a, c in zip(grads_ref, grads_out, strict=True):
         assert a.abs().max() > 0.1  # a gradient that is not identically zero

@@ -140,12 +140,27 @@ def _filtered_lrelu_ref(x, fu, fd, b, up, down, pad, gain, slope, clamp, flip_fi
     return x
 
 
+#: size of the upsampled activations of one block of channels on the CPU path (at least ``CPU_BLOCK_CHANNELS``
+#: channels): large enough that the per-block steps are few, small enough to stay in the cache between them.
+#: ``python3 benchmarks/ops.py filtered_lrelu`` (2 cores, StyleGAN3-T's 512-channel layers at batch 2): blocks of
+#: 16 channels took 2x as long at 38 px and 1.0-1.2x at 54 px; at 86 px 16 channels are already 4 MB
+CPU_BLOCK_BYTES = 4 << 20
+
+
+def _num_blocks(x: torch.Tensor, up: int, pad: tuple[int, int, int, int]) -> int:
+    """How many channel blocks the CPU path splits ``x`` into (see ``CPU_BLOCK_BYTES``)."""
+    n, c, h, w = x.shape
+    per_channel = n * (h * up + pad[2] + pad[3]) * (w * up + pad[0] + pad[1]) * x.element_size()
+    block = max(CPU_BLOCK_CHANNELS, CPU_BLOCK_BYTES // max(per_channel, 1))
+    return max(c // block, 1)
+
+
 def _filtered_lrelu_fast(x, fu, fd, b, up, down, pad, gain, slope, clamp, flip_filter) -> torch.Tensor:
     """Same values as the reference; see the module docstring.
 
-    On CPU with many channels the work runs in channels-last blocks of about ``CPU_BLOCK_CHANNELS`` channels
-    (every step is per channel): the upsampled block then stays in cache through the activation and the
-    downsampling filter, which matters more than the arithmetic on a CPU.
+    On CPU with many channels the work runs in channels-last blocks of channels (``CPU_BLOCK_BYTES``; every
+    step is per channel): the upsampled block then stays in cache through the activation and the downsampling
+    filter, which matters more than the arithmetic on a CPU.
     """
     tracked = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
     if tracked:
@@ -153,7 +168,7 @@ def _filtered_lrelu_fast(x, fu, fd, b, up, down, pad, gain, slope, clamp, flip_f
     to_channels_last = use_channels_last(x, fu, fd)
     args = (fu, fd, up, pad, down, gain, slope, clamp, flip_filter)
     channels = x.shape[1]
-    num_blocks = channels // CPU_BLOCK_CHANNELS if to_channels_last else 1
+    num_blocks = _num_blocks(x, up, pad) if to_channels_last else 1
     if num_blocks <= 1:
         y = _fast_block(x, b, to_channels_last, *args)
         return y.contiguous() if to_channels_last else y
@@ -186,9 +201,13 @@ def _fast_block(x, b, to_channels_last, fu, fd, up, pad, down, gain, slope, clam
         x = x * gain
     limit = None if clamp is None else (clamp / gain if fold_gain else clamp)
     if fresh and not x.requires_grad:
-        x = F.leaky_relu_(x, slope)
+        channels_last = _is_channels_last(x)
+        if not channels_last:
+            x = x.contiguous()
+        flat = _flat(x, channels_last)  # in place on a 1-D view of x (faster than on the 4-D channels-last x)
+        F.leaky_relu_(flat, slope)
         if limit is not None:
-            x = x.clamp_(-limit, limit)
+            flat.clamp_(-limit, limit)
     else:
         x = F.leaky_relu(x, slope)
         if limit is not None:
@@ -198,9 +217,15 @@ def _fast_block(x, b, to_channels_last, fu, fd, up, pad, down, gain, slope, clam
 
 # ----------------------------------------------------------------------------------------------------------------
 # The fast path's autograd: keep a 1-byte slope code per upsampled pixel instead of the float activations
+#
+# The code is int8: sign(u) of the activation's input u (1: slope 1; 0 or -1: the negative slope), minus 4 where
+# the clamp cut the activation (its gradient is 0 there). As a float it is a stand-in input for torch's own
+# leaky ReLU and hardtanh backward kernels, which then give the exact derivative in two vectorised passes
+# (comparisons that make bool masks, and masked writes, are several times slower per element on the CPU).
 
-#: Slope codes of the saved mask: where the activation was clamped (gradient 0), negative (slope), positive (1).
-_CLAMPED, _NEGATIVE, _POSITIVE = 0, 1, 2
+#: the hardtanh bounds that keep the codes of unclamped pixels (-1, 0, 1) and zero those of clamped ones (<= -3)
+_CODE_CLAMP_BOUND = 2.0
+_CODE_CLAMP_OFFSET = 4
 
 
 def _adjoint_padding(size: int, out: int, up: int, down: int, taps: int, pad0: int) -> tuple[int, int]:
@@ -221,25 +246,53 @@ def _upfirdn2d_adjoint(g, f, up, down, pad, flip_filter, gain, in_h, in_w) -> to
 
 
 def _lean_forward_block(x, b, fu, fd, up, down, pad, gain, slope, clamp, flip_filter):
-    """One block of channels: the output and the slope code of every upsampled pixel (uint8)."""
+    """One block of channels: the output, the slope code of every upsampled pixel (int8, see above) and whether
+    the clamp cut any of them."""
     if b is not None:
         x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
     u = upfirdn2d_fast_core(x, fu, (up, up), (1, 1), pad, flip_filter, up**2)
     fold_gain = gain > 0 and fd is not None
     if not fold_gain and gain != 1:
         u = u * gain
+    elif fu is None and b is None:
+        u = u.clone()  # without a filter or a bias, u may be a view of the caller's x: the steps below are in place
     limit = None if clamp is None else (clamp / gain if fold_gain else clamp)
-    code = (u > 0).to(torch.uint8).add_(_NEGATIVE)  # _POSITIVE where u > 0; one byte per pixel, no int64 temporary
-    u = F.leaky_relu_(u, slope)
+    channels_last = _is_channels_last(u)
+    if not channels_last:
+        u = u.contiguous()
+    flat = _flat(u, channels_last)  # the elementwise steps run on a 1-D view of u (several times faster)
+    code = torch.sign(flat)
+    F.leaky_relu_(flat, slope)
+    clamped = False
     if limit is not None:
-        code.masked_fill_(u.abs() > limit, _CLAMPED)
-        u = u.clamp_(-limit, limit)
+        lo, hi = torch.aminmax(flat)  # one pass; the clamp's five are skipped where it cuts nothing (the usual case)
+        clamped = bool(lo < -limit or hi > limit)
+    if clamped:
+        # |u| - limit > 0 exactly where |u| > limit, which is where clamp's gradient is 0
+        code.add_(flat.abs().sub_(limit).sign_().clamp_min_(0), alpha=-_CODE_CLAMP_OFFSET)
+        flat.clamp_(-limit, limit)
     y = upfirdn2d_fast_core(u, fd, (1, 1), (down, down), (0, 0, 0, 0), flip_filter, gain if fold_gain else 1)
-    return y, code, u.shape
+    return y, _unflat(code.to(torch.int8), u.shape, channels_last), clamped
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    """Whether ``t`` is dense in channels-last order and not in NCHW order (where both hold, they agree)."""
+    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _flat(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A 1-D view of a dense ``[N, C, H, W]`` tensor in its memory order."""
+    return t.permute(0, 2, 3, 1).reshape(-1) if channels_last else t.reshape(-1)
+
+
+def _unflat(t: torch.Tensor, shape: torch.Size, channels_last: bool) -> torch.Tensor:
+    """The ``[N, C, H, W]`` view of a 1-D tensor laid out as :func:`_flat` reads it."""
+    n, c, h, w = shape
+    return t.view(n, h, w, c).permute(0, 3, 1, 2) if channels_last else t.view(shape)
 
 
 class _LeanFilteredLrelu(torch.autograd.Function):
-    """``filtered_lrelu`` whose backward needs only a uint8 code per upsampled pixel.
+    """``filtered_lrelu`` whose backward needs only a one-byte code per upsampled pixel.
 
     Autograd over the plain fast path keeps up to three float copies of the upsampled activations per layer (the
     leaky ReLU's, the clamp's and the downsampling convolution's inputs) until the backward pass; here the
@@ -253,40 +306,55 @@ class _LeanFilteredLrelu(torch.autograd.Function):
     def forward(ctx, x, b, fu, fd, up, down, pad, gain, slope, clamp, flip_filter):
         to_channels_last = use_channels_last(x, fu, fd)
         channels = x.shape[1]
-        num_blocks = max(channels // CPU_BLOCK_CHANNELS, 1) if to_channels_last else 1
+        num_blocks = _num_blocks(x, up, pad) if to_channels_last else 1
         bounds = [channels * i // num_blocks for i in range(num_blocks + 1)]
-        ys, codes = [], []
+        out, codes, clamped = None, [], []
         for c0, c1 in zip(bounds[:-1], bounds[1:], strict=True):
             xb = x[:, c0:c1]
             if to_channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            y, code, _ = _lean_forward_block(xb, None if b is None else b[c0:c1], fu, fd, up, down, pad, gain, slope,
-                                             clamp, flip_filter)
-            ys.append(y)
+            y, code, cut = _lean_forward_block(xb, None if b is None else b[c0:c1], fu, fd, up, down, pad, gain,
+                                               slope, clamp, flip_filter)
+            if num_blocks == 1:
+                out = y.contiguous()
+            else:
+                if out is None:
+                    out = y.new_empty([y.shape[0], channels, *y.shape[2:]])
+                out[:, c0:c1] = y  # the copy into the NCHW result is the layout change back
             codes.append(code)
+            clamped.append(cut)
         ctx.save_for_backward(fu, fd, *codes)
-        ctx.args = (up, down, pad, gain, slope, flip_filter, bounds, to_channels_last, x.shape, b is not None)
-        y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
-        return y.contiguous()
+        ctx.args = (up, down, pad, gain, slope, clamped, flip_filter, bounds, to_channels_last, x.shape, b is not None)
+        return out
 
     @staticmethod
     def backward(ctx, dy):
         fu, fd, *codes = ctx.saved_tensors
-        up, down, pad, gain, slope, flip_filter, bounds, to_channels_last, shape, has_bias = ctx.args
+        up, down, pad, gain, slope, clamped, flip_filter, bounds, to_channels_last, shape, has_bias = ctx.args
         fold_gain = gain > 0 and fd is not None
-        dxs = []
-        for (c0, c1), code in zip(zip(bounds[:-1], bounds[1:], strict=True), codes, strict=True):
+        dx = None
+        for (c0, c1), code, cut in zip(zip(bounds[:-1], bounds[1:], strict=True), codes, clamped, strict=True):
             g = dy[:, c0:c1]
             if to_channels_last:
                 g = g.contiguous(memory_format=torch.channels_last)
             g = _upfirdn2d_adjoint(g, fd, 1, down, (0, 0, 0, 0), flip_filter, gain if fold_gain else 1,
                                    code.shape[2], code.shape[3])
-            deriv = (code == _POSITIVE).to(g.dtype) + (code == _NEGATIVE).to(g.dtype) * slope
-            g = g * deriv
+            channels_last = _is_channels_last(code)
+            g = g.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            stand_in, flat = _flat(code, channels_last).to(g.dtype), _flat(g, channels_last)
+            flat = torch.ops.aten.leaky_relu_backward(flat, stand_in, slope, False)  # g where code > 0, else slope g
+            if cut:
+                flat = torch.ops.aten.hardtanh_backward(flat, stand_in, -_CODE_CLAMP_BOUND, _CODE_CLAMP_BOUND)
+            g = _unflat(flat, g.shape, channels_last)
             if not fold_gain and gain != 1:
                 g = g * gain
-            dxs.append(_upfirdn2d_adjoint(g, fu, up, 1, pad, flip_filter, up**2, shape[2], shape[3]))
-        dx = (dxs[0] if len(dxs) == 1 else torch.cat(dxs, dim=1)).contiguous()
+            g = _upfirdn2d_adjoint(g, fu, up, 1, pad, flip_filter, up**2, shape[2], shape[3])
+            if len(codes) == 1:
+                dx = g.contiguous()
+            else:
+                if dx is None:
+                    dx = g.new_empty(shape)
+                dx[:, c0:c1] = g  # differentiable (a copy into a slice), for gradients of gradients
         db = dx.sum(dim=(0, 2, 3)) if has_bias else None
         return dx, db, None, None, None, None, None, None, None, None, None
 
