@@ -110,6 +110,17 @@ def test_fast_matches_ref(radial, up, down, pad, channels, monkeypatch):
     assert (a - c).abs().max() < 1e-5
 
 
+def test_fast_path_reads_nothing_back_from_a_device():
+    """Off the CPU the fast path's forward and backward make no host read (which would wait for a GPU): on the meta
+    device, which holds no values, any read fails."""
+    fu, fd = (f.float().to("meta") for f in _sg3_filters(False))
+    x = torch.empty(2, 20, 12, 12, device="meta", requires_grad=True)
+    b = torch.empty(20, device="meta", requires_grad=True)
+    y = filtered_lrelu(x, fu, fd, b, up=2, down=2, padding=(11, 10, 11, 10), clamp=256.0, impl="fast")
+    dx, db = torch.autograd.grad(y, (x, b), torch.empty_like(y))
+    assert y.shape == (2, 20, 12, 12) and dx.shape == x.shape and db.shape == b.shape
+
+
 @pytest.mark.parametrize("size", [38, 54, 86, 150])  # StyleGAN3-T's layers at 64 px and one at 128 px
 def test_cpu_blocks_hold_about_cpu_block_bytes_of_upsampled_activations(size):
     x, pad = torch.empty(2, 512, size, size), (9, 8, 9, 8)

@@ -23,8 +23,11 @@ SYNCING_METHODS = ("item", "cpu", "tolist", "__float__", "__bool__", "__int__")
 
 
 #: Callers whose reads are of tensors that live on the host on every device: Adam's step counters (CPU tensors
-#: unless ``capturable=True``) and the DataLoader drawing its base seed from a CPU generator when it starts.
-HOST_RESIDENT_CALLERS = (("torch/optim/optimizer.py", "_get_value"), ("torch/utils/data/dataloader.py", "__init__"))
+#: unless ``capturable=True``) and the DataLoader drawing its base seed from a CPU generator when it starts. The
+#: fast filtered_lrelu's clamp check reads only when the tensor is on the CPU (tests/ops/test_filtered_lrelu.py
+#: runs that op on the meta device, where any read fails).
+HOST_RESIDENT_CALLERS = (("torch/optim/optimizer.py", "_get_value"), ("torch/utils/data/dataloader.py", "__init__"),
+                         ("styleforge/ops/filtered_lrelu.py", "_clamp_cuts_anything"))
 
 
 def _caller_is_host_resident() -> bool:

@@ -263,16 +263,21 @@ def _lean_forward_block(x, b, fu, fd, up, down, pad, gain, slope, clamp, flip_fi
     flat = _flat(u, channels_last)  # the elementwise steps run on a 1-D view of u (several times faster)
     code = torch.sign(flat)
     F.leaky_relu_(flat, slope)
-    clamped = False
-    if limit is not None:
-        lo, hi = torch.aminmax(flat)  # one pass; the clamp's five are skipped where it cuts nothing (the usual case)
-        clamped = bool(lo < -limit or hi > limit)
+    # On the CPU one pass finds whether the clamp cuts anything (it rarely does) and the clamp's five are skipped if
+    # not; a GPU runs them always, since reading the answer would make the host wait for the device.
+    clamped = limit is not None and (u.device.type != "cpu" or _clamp_cuts_anything(flat, limit))
     if clamped:
         # |u| - limit > 0 exactly where |u| > limit, which is where clamp's gradient is 0
         code.add_(flat.abs().sub_(limit).sign_().clamp_min_(0), alpha=-_CODE_CLAMP_OFFSET)
         flat.clamp_(-limit, limit)
     y = upfirdn2d_fast_core(u, fd, (1, 1), (down, down), (0, 0, 0, 0), flip_filter, gain if fold_gain else 1)
     return y, _unflat(code.to(torch.int8), u.shape, channels_last), clamped
+
+
+def _clamp_cuts_anything(flat: torch.Tensor, limit: float) -> bool:
+    """Whether ``flat.clamp(-limit, limit)`` changes any value (a CPU tensor: the answer is read on the host)."""
+    lo, hi = torch.aminmax(flat)
+    return bool(lo < -limit or hi > limit)
 
 
 def _is_channels_last(t: torch.Tensor) -> bool:
