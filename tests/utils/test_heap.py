@@ -33,6 +33,15 @@ def test_sets_the_parameters_and_restores_them_even_on_error(monkeypatch):
     assert fake.calls[2:] == [("mallopt", -4, 65536), ("mallopt", -1, 128 * 1024), ("malloc_trim", 0)]
 
 
+def test_a_refused_setting_leaves_the_allocator_at_its_defaults(monkeypatch):
+    fake = _FakeLibc()
+    fake.mallopt = lambda param, value: fake.calls.append(("mallopt", param, value)) or int(param != -1)
+    monkeypatch.setattr(heap, "_glibc", lambda: fake)
+    with retained_heap(True) as on:
+        assert not on
+    assert fake.calls[-2:] == [("mallopt", -4, 65536), ("mallopt", -1, 128 * 1024)]
+
+
 def test_off_by_environment_or_argument(monkeypatch):
     fake = _FakeLibc()
     monkeypatch.setattr(heap, "_glibc", lambda: fake)

@@ -186,4 +186,3 @@ def modulated_conv2d_stylegan3(
     w = w.reshape(n * out_ch, in_ch, kh, kw)
     x = conv2d(x, w.to(x.dtype), padding=padding, groups=n)
     return x.reshape(n, out_ch, *x.shape[2:])
-

@@ -51,12 +51,15 @@ def retained_heap(enabled: bool | None = None) -> Iterator[bool]:
     if enabled is None:
         enabled = os.environ.get("STYLEFORGE_RETAIN_HEAP", "1") != "0"
     libc = _glibc() if enabled else None
-    if libc is None or not (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)):
+    if libc is None:
         yield False
         return
+    # both settings or neither: a refused second call must not leave the first one in force
+    applied = bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
     try:
-        yield True
+        yield applied
     finally:
         libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
         libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
-        libc.malloc_trim(0)  # give the kept memory back
+        if applied:
+            libc.malloc_trim(0)  # give the kept memory back
